@@ -1,0 +1,1 @@
+"""Tooling for the flashinfer-sm12x patch series: pin, apply, export, check, rebase, PR, wheels."""

@@ -1,0 +1,104 @@
+"""Command line behind the Makefile: python -m fiseries <command>."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .check import check_series
+from .errors import SeriesError
+from .export import export_all, record_trees
+from .lock import LOCK_NAME, load_lock
+from .pr import make_pr
+from .rebase import continue_rebase, start_rebase
+from .tree import Layout, apply_all, applied_trees, drift_report
+from .upstream import materialise
+from .wheel import build_wheels
+
+
+def _layout(root: Path) -> Layout:
+    return Layout.for_lock(load_lock(root / LOCK_NAME))
+
+
+def cmd_upstream(layout: Layout, args: argparse.Namespace) -> list[str]:
+    pristine = materialise(layout.lock, layout.build, layout.submodule, layout.cache, args.sdist)
+    return [f"pristine {layout.lock.main.name} {pristine.version} ({pristine.revision}) "
+            f"from {pristine.source}: {pristine.path}"]
+
+
+def cmd_apply(layout: Layout, args: argparse.Namespace) -> list[str]:
+    pristine, results = apply_all(layout, args.sdist)
+    lines = [f"{r.target.name}: {len(r.commits)} patches on {layout.lock.base_tag} -> {layout.tree / r.target.path}"
+             for r in results]
+    drift = drift_report(results)
+    if drift:
+        raise SeriesError(
+            "patches applied only with offset, fuzz or a 3-way merge (patch, files):\n" + drift +
+            f"\nThe resolved result is in {layout.tree}; run `make export` to rewrite the series "
+            "from it, review `git diff patches/`, and commit.")
+    trees = applied_trees(results)
+    return lines + [f"{name}: tree {tree}" for name, tree in trees.items()]
+
+
+def cmd_export(layout: Layout, args: argparse.Namespace) -> list[str]:
+    if not layout.tree.is_dir():
+        raise SeriesError(f"{layout.tree} does not exist: run `make apply` first")
+    exported = export_all(layout)
+    record_trees(layout)
+    return [f"{name}: {len(names)} patches exported" for name, names in exported.items()]
+
+
+def cmd_check(layout: Layout, args: argparse.Namespace) -> list[str]:
+    return check_series(layout, layout.lock.root / "tracking.md")
+
+
+def cmd_rebase(layout: Layout, args: argparse.Namespace) -> list[str]:
+    return start_rebase(layout, args.version, args.sdist)
+
+
+def cmd_rebase_continue(layout: Layout, args: argparse.Namespace) -> list[str]:
+    return continue_rebase(layout)
+
+
+def cmd_pr(layout: Layout, args: argparse.Namespace) -> list[str]:
+    repo, branch = make_pr(layout, args.patch)
+    return [f"branch {branch} in {repo}, one commit on {layout.lock.base_tag}",
+            f"push it: git -C {repo} push <your-fork-url> {branch}"]
+
+
+def cmd_wheel(layout: Layout, args: argparse.Namespace) -> list[str]:
+    cmd_apply(layout, args)
+    wheels = build_wheels(layout, args.archs.split(), args.manifest, args.dist)
+    return [f"patched wheel: {wheels.patched}", f"AOT wheel:     {wheels.aot}",
+            f"manifest:      {wheels.manifest}"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fiseries", description=__doc__)
+    parser.add_argument("--root", type=Path, default=Path.cwd(), help="project root (holds the lock file)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, func in [("upstream", cmd_upstream), ("apply", cmd_apply), ("wheel", cmd_wheel)]:
+        p = sub.add_parser(name)
+        p.add_argument("--sdist", type=Path, default=None, help="use this local sdist instead of PyPI")
+        p.set_defaults(func=func)
+    sub.choices["wheel"].add_argument("--archs", default="12.1a")
+    sub.choices["wheel"].add_argument("--manifest", type=Path, default=Path("aot_build/manifests/default.json"))
+    sub.choices["wheel"].add_argument("--dist", type=Path, default=Path("dist"))
+    for name, func in [("export", cmd_export), ("check", cmd_check), ("rebase-continue", cmd_rebase_continue)]:
+        sub.add_parser(name).set_defaults(func=func)
+    rebase = sub.add_parser("rebase")
+    rebase.add_argument("version")
+    rebase.add_argument("--sdist", type=Path, default=None)
+    rebase.set_defaults(func=cmd_rebase)
+    pr = sub.add_parser("pr")
+    pr.add_argument("patch")
+    pr.set_defaults(func=cmd_pr)
+    args = parser.parse_args(argv)
+    try:
+        for line in args.func(_layout(args.root.resolve()), args):
+            print(line)
+    except SeriesError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0

@@ -58,6 +58,7 @@ def _replace_contents(repo: Path, source: Path, keep: list[str]) -> None:
     for rel in git_out(repo, "ls-files", "-z").split("\0"):
         if rel:
             (repo / rel).unlink()
+    run_git(repo, "rm", "-r", "-q", "--cached", ".")  # re-hash everything: stat data can lie
     for path in source.rglob("*"):
         rel = path.relative_to(source)
         if any(str(rel) == k or str(rel).startswith(k + "/") for k in keep) or path.is_dir():

@@ -1,0 +1,51 @@
+# flashinfer-sm12x: the SM12x patch series on a pinned upstream FlashInfer.
+# `make wheel` and `make test` are the two commands users run; see README.md.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+FISERIES := $(PY) -m fiseries
+ARCHS ?= 12.1a
+AOT_MANIFEST ?= aot_build/manifests/default.json
+PYTEST_ARGS ?=
+
+.PHONY: venv upstream apply export check rebase rebase-continue pr wheel test clean
+
+$(VENV)/.stamp: ci/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r ci/requirements.txt
+	touch $@
+
+venv: $(VENV)/.stamp
+
+upstream: venv          ## pristine pinned upstream in build/upstream/<version>
+	$(FISERIES) upstream
+
+apply: venv             ## build/tree = pristine + one commit per patch + csrc_overrides/
+	$(FISERIES) apply
+
+export: venv            ## regenerate patches/ (and csrc_overrides/) from build/tree
+	$(FISERIES) export
+
+check: venv             ## re-apply + re-export, fail on any byte of drift; lock + tracking refs
+	$(FISERIES) check
+
+rebase: venv            ## make rebase UPSTREAM=<version> [UPSTREAM_SDIST=<file>]
+	@test -n "$(UPSTREAM)" || { echo "usage: make rebase UPSTREAM=<version>"; exit 2; }
+	$(FISERIES) rebase $(UPSTREAM) $(if $(UPSTREAM_SDIST),--sdist $(UPSTREAM_SDIST))
+
+rebase-continue: venv   ## after resolving a rebase conflict in build/rebase
+	$(FISERIES) rebase-continue
+
+pr: venv                ## make pr PATCH=<n | target/n | name>: build/pr/<name>, branch pr/<name>
+	@test -n "$(PATCH)" || { echo "usage: make pr PATCH=<number or name>"; exit 2; }
+	$(FISERIES) pr $(PATCH)
+
+wheel: venv             ## dist/: patched flashinfer-python + AOT wheel for ARCHS (default 12.1a)
+	$(FISERIES) wheel --archs "$(ARCHS)" --manifest $(AOT_MANIFEST)
+
+test: venv              ## the whole CPU suite (GPU tests skip with a reason)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf build dist

@@ -93,13 +93,51 @@ def elf_archs(so: Path, cuobjdump: str) -> set[str]:
     return set(ELF_ARCH.findall(out))
 
 
+def nvidia_cu13_dir() -> Path:
+    """CUDA 13 pieces the system toolkit lacks (cuobjdump, cuBLAS headers), pinned from PyPI."""
+    for entry in sys.path:
+        candidate = Path(entry) / "nvidia" / "cu13"
+        if candidate.is_dir():
+            return candidate
+    raise SeriesError("nvidia/cu13 (nvidia-cuda-cuobjdump, nvidia-cublas) is not installed: run `make venv`")
+
+
+def driver_stub_dir(work: Path) -> Path:
+    """A link-time stand-in for the CUDA driver (`-lcuda`), as the toolkit's lib64/stubs provides.
+
+    The JIT link line asks for -lcuda; on a build box without a driver or the toolkit's stubs
+    we link against an empty libcuda.so whose soname is libcuda.so.1, so the module records
+    the same DT_NEEDED entry and binds to the real driver when it is loaded on a GPU machine.
+    """
+    stub = work / "driver-stub"
+    lib = stub / "libcuda.so"
+    if not lib.exists():
+        stub.mkdir(parents=True, exist_ok=True)
+        (stub / "empty.c").write_text("/* link-time stub for libcuda.so.1 */\n")
+        run_logged(["cc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", str(lib),
+                    str(stub / "empty.c")], dict(os.environ), "building the libcuda link stub")
+    return stub
+
+
+def library_headers_dir(work: Path) -> Path:
+    """Only the cuBLAS/cuRAND headers from the pinned PyPI wheels, for CPATH.
+
+    nvidia/cu13/include also holds crt/ headers of other CUDA versions that must not shadow
+    the toolkit's own, so the build sees links to just these libraries' headers.
+    """
+    dest = work / "library-headers"
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    source = nvidia_cu13_dir() / "include"
+    for header in sorted(source.glob("*.h")):
+        if header.name.startswith(("cublas", "curand")):
+            (dest / header.name).symlink_to(header)
+    return dest
+
+
 def find_cuobjdump() -> str:
-    local = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" \
-        / "site-packages" / "nvidia" / "cu13" / "bin" / "cuobjdump"
-    found = str(local) if local.exists() else shutil.which("cuobjdump")
-    if not found:
-        raise SeriesError("cuobjdump not found: run `make venv` (it installs nvidia-cuda-cuobjdump)")
-    return found
+    return str(nvidia_cu13_dir() / "bin" / "cuobjdump")
 
 
 def build_aot_modules(layout: Layout, patched: Path, archs: list[str], manifest: Path,
@@ -115,6 +153,9 @@ def build_aot_modules(layout: Layout, patched: Path, archs: list[str], manifest:
         shutil.rmtree(out)
     env = dict(os.environ, PYTHONPATH=str(site), FLASHINFER_CUDA_ARCH_LIST=" ".join(archs),
                FLASHINFER_WORKSPACE_BASE=str(work / "workspace"),
+               CUDA_HOME=os.environ.get("CUDA_HOME", "/usr/local/cuda"),
+               CPATH=str(library_headers_dir(work)),
+               LIBRARY_PATH=str(driver_stub_dir(work)),
                MAX_JOBS=os.environ.get("MAX_JOBS", str(os.cpu_count() or 1)))
     script = layout.lock.root / "aot_build" / "build_modules.py"
     stdout = run_logged([sys.executable, str(script), "--manifest", str(manifest), "--out", str(out)],
@@ -160,7 +201,7 @@ def write_wheel(dist: Path, name: str, version: str, tag: str, files: dict[str, 
 
 def build_aot_wheel(layout: Layout, version: str, archs: list[str], modules_dir: Path,
                     modules: list[dict[str, object]], dist: Path) -> Path:
-    package = layout.lock.root / "aot_build" / "flashinfer_jit_cache"
+    package = layout.lock.root / "aot_build" / "package" / "flashinfer_jit_cache"
     manifest = {"version": version, "upstream_commit": layout.lock.main.revision,
                 "cuda_architectures": cuda_arch_names(archs),
                 "modules": sorted(str(m["module"]) for m in modules)}

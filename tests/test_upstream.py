@@ -1,0 +1,124 @@
+"""The real series on the real pinned upstream: check, wheels, AOT module for sm_121a."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from fiseries.git import run_git
+from fiseries.lock import LOCK_NAME, load_lock
+from fiseries.tree import Layout
+from fiseries.wheel import elf_archs, find_cuobjdump, patch_count
+
+pytestmark = pytest.mark.upstream
+
+
+def fiseries(*args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "fiseries", "--root", str(ROOT), *args],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+@pytest.fixture(scope="session")
+def checked() -> str:
+    """`make check`: apply with zero fuzz/offset, byte-identical re-export, lock trees, tracking refs."""
+    return fiseries("check")
+
+
+def test_series_applies_cleanly_and_round_trips(checked: str) -> None:
+    assert "series re-export byte-identical" in checked
+    assert "tracking.md:" in checked and "references resolve" in checked
+    assert "pristine flashinfer 0.7.2.post1 from sdist" in checked
+
+
+def test_lock_pins_the_tree_applying_yields(checked: str) -> None:
+    lock = load_lock(ROOT / LOCK_NAME)
+    for target in lock.targets:
+        assert f"{target.name}: tree {target.tree} matches the lock" in checked
+
+
+@pytest.fixture(scope="session")
+def wheels(checked: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """`make wheel` for 12.1a into a temporary dist/ (one real sm_121a compile of the norm module)."""
+    dist = tmp_path_factory.mktemp("dist")
+    fiseries("wheel", "--archs", "12.1a", "--dist", str(dist))
+    manifest = json.loads((dist / "manifest.json").read_text())
+    return {"dist": dist, "manifest": manifest}
+
+
+WHEEL_PATHS = {"csrc/": "flashinfer/data/csrc/", "include/": "flashinfer/data/include/",
+               "3rdparty/cutlass/": "flashinfer/data/cutlass/", "flashinfer/": "flashinfer/"}
+
+
+def _in_wheel(upstream_path: str) -> str | None:
+    for prefix, dest in WHEEL_PATHS.items():
+        if upstream_path.startswith(prefix):
+            return dest + upstream_path[len(prefix):]
+    return None
+
+
+def test_patched_wheel_holds_every_patched_file(wheels: dict) -> None:
+    layout = Layout.for_lock(load_lock(ROOT / LOCK_NAME))
+    version = wheels["manifest"]["version"]
+    assert version == f"0.7.2.post1+sm12x.{patch_count(layout)}"
+    (wheel,) = wheels["dist"].glob(f"flashinfer_python-{version}-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        meta = zf.read("flashinfer/_build_meta.py").decode()
+        assert f'__version__ = "{version}"' in meta and layout.lock.main.revision in meta
+        for target in layout.lock.targets:
+            repo = layout.tree / target.path
+            changed = run_git(repo, "diff", "--name-only", layout.lock.base_tag, "HEAD").stdout.split()
+            for rel in changed:
+                full = rel if target.path == "." else f"{target.path}/{rel}"
+                arc = _in_wheel(full)
+                if arc is None:  # tests/ and build files do not ship
+                    continue
+                assert zf.read(arc) == (repo / rel).read_bytes(), arc
+    assert wheels["manifest"]["series_sha256"] and wheels["manifest"]["host_arch"]
+
+
+def test_aot_wheel_has_sm121a_sass_and_metadata(wheels: dict, tmp_path: Path) -> None:
+    manifest = wheels["manifest"]
+    (aot,) = wheels["dist"].glob("flashinfer_jit_cache-*.whl")
+    assert manifest["archs"] == ["12.1a"]
+    assert manifest["upstream"]["commit"] == "beabf5004585b03da60e927bbb803acbaa62fe36"
+    with zipfile.ZipFile(aot) as zf:
+        meta = json.loads(zf.read("flashinfer_jit_cache/jit_cache/manifest.json"))
+        so = zf.extract("flashinfer_jit_cache/jit_cache/norm/norm.so", tmp_path)
+    assert meta["cuda_architectures"] == ["sm121a"] and "norm" in meta["modules"]
+    assert meta["upstream_commit"] == manifest["upstream"]["commit"]
+    assert elf_archs(Path(so), find_cuobjdump()) == {"sm_121a"}
+
+
+LOOKUP = """
+import os, shutil
+assert shutil.which("nvcc") is None, "nvcc must not be reachable in this check"
+from flashinfer.jit.norm import gen_norm_module
+import flashinfer_jit_cache
+spec = gen_norm_module()
+print(spec.is_aot, spec.aot_path, flashinfer_jit_cache.jit_cache_dir)
+"""
+
+
+def test_loader_finds_the_aot_module_without_jit(wheels: dict, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    for wheel in wheels["dist"].glob("*.whl"):
+        with zipfile.ZipFile(wheel) as zf:
+            zf.extractall(site)
+    env = dict(os.environ, PYTHONPATH=str(site), FLASHINFER_CUDA_ARCH_LIST="12.1a",
+               FLASHINFER_DISABLE_JIT="1", PATH=os.path.dirname(sys.executable) + ":/usr/bin:/bin",
+               FLASHINFER_WORKSPACE_BASE=str(tmp_path / "ws"))
+    proc = subprocess.run([sys.executable, "-c", LOOKUP], capture_output=True, text=True,
+                          env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    is_aot, path, cache_dir = proc.stdout.split()
+    assert is_aot == "True"
+    assert path == f"{cache_dir}/norm/norm.so" and Path(path).is_file()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from .errors import SeriesError
@@ -20,6 +21,12 @@ MESSAGE_CALLBACK = (
     "message = re.sub(rb'(?m)^(" + "|".join(FORK_TRAILERS) + "): .*\\n?', b'', message)\n"
     "return message.rstrip(b'\\n') + b'\\n'\n"
 )
+
+
+def filter_repo_command() -> list[str]:
+    """git-filter-repo from this interpreter's environment (the venv), else from PATH."""
+    local = Path(sys.executable).parent / "git-filter-repo"
+    return [str(local)] if local.exists() else ["git", "filter-repo"]
 
 
 def find_patch(layout: Layout, wanted: str) -> tuple[Target, Path]:
@@ -69,7 +76,7 @@ def make_pr(layout: Layout, wanted: str) -> tuple[Path, str]:
             run_git(repo, "add", rel)
         run_git(repo, "commit", "-q", "--amend", "--no-edit", "--no-verify")
     proc = subprocess.run(
-        ["git", "filter-repo", "--force", "--quiet", "--refs", f"{lock.base_tag}..{branch}",
+        [*filter_repo_command(), "--force", "--quiet", "--refs", f"{lock.base_tag}..{branch}",
          "--message-callback", MESSAGE_CALLBACK],
         cwd=repo, env=git_env(), capture_output=True, text=True)
     if proc.returncode != 0:

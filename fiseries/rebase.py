@@ -38,7 +38,7 @@ def _fetch_release(layout: Layout, version: str, sdist_file: Path | None) -> New
     if sdist_file is None and submodule_populated(layout.submodule):
         revision = git_out(layout.submodule, "rev-parse", "HEAD")
         dest.mkdir()
-        _copy_tracked(layout.submodule, dest)
+        _copy_tracked(layout.submodule, dest, vendored_paths(lock))
         for target in lock.targets:
             if target.path != ".":
                 vendored[target.name] = git_out(layout.submodule / target.path, "rev-parse", "HEAD")

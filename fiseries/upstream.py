@@ -124,16 +124,20 @@ def _extract_sdist(sdist: Path, dest: Path) -> None:
         shutil.move(str(tops[0]), dest)
 
 
-def _copy_tracked(submodule: Path, dest: Path) -> None:
-    files = run_git(submodule, "ls-files", "-z", "--recurse-submodules").stdout.split("\0")
-    for rel in filter(None, files):
-        src = submodule / rel
-        dst = dest / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_symlink():
-            dst.symlink_to(src.readlink())
-        else:
-            shutil.copy2(src, dst)
+def _copy_tracked(repo: Path, dest: Path, nested: list[str]) -> None:
+    """Copy the files git tracks in `repo` and in each nested repo (vendored submodules) to `dest`."""
+    for sub in ["."] + nested:
+        source = repo / sub
+        files = run_git(source, "ls-files", "-z").stdout.split("\0")
+        for rel in filter(None, files):
+            src, dst = source / rel, dest / sub / rel
+            if src.is_dir() and not src.is_symlink():
+                continue  # a gitlink: copied from its own repo when it is a vendored target
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_symlink():
+                dst.symlink_to(src.readlink())
+            else:
+                shutil.copy2(src, dst)
 
 
 def _check_submodule(lock: Lock, submodule: Path) -> None:
@@ -172,7 +176,7 @@ def materialise(
     if use_submodule:
         _check_submodule(lock, submodule)
         dest.mkdir()
-        _copy_tracked(submodule, dest)
+        _copy_tracked(submodule, dest, [t.path for t in lock.targets if t.path != "."])
     else:
         sdist, sha = fetch_verified_sdist(main, cache, sdist_file)
         _extract_sdist(sdist, dest)

@@ -267,3 +267,41 @@ def test_populated_submodule_is_preferred_and_checked(fake: FakeProject, tmp_pat
     run_git(sub, "commit", "-qm", "flashinfer")
     err = fake.fail("upstream")
     assert "flashinfer is at" in err and "but the lock pins flashinfer at " + FAKE_REVISION in err
+
+
+def _git_repo(path: Path, files: dict[str, str], message: str) -> str:
+    for rel, text in files.items():
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (path / rel).write_text(text)
+    if not (path / ".git").exists():
+        run_git(path, "init", "-q")
+    run_git(path, "add", "-A")
+    run_git(path, "commit", "-q", "-m", message)
+    return run_git(path, "rev-parse", "HEAD").stdout.strip()
+
+
+def test_rebase_from_submodule_drops_patch_by_patch_id(fake: FakeProject) -> None:
+    files = base_files()
+    sub = fake.root / "flashinfer"
+    cutlass_rev = _git_repo(sub / "3rdparty/cutlass", {"include/cutlass/gemm.h": files.pop(
+        "3rdparty/cutlass/include/cutlass/gemm.h")}, "cutlass")
+    files["flashinfer/_build_meta.py"] = '__version__ = "1.0"\n'
+    (sub / ".gitmodules").parent.mkdir(parents=True, exist_ok=True)
+    (sub / ".gitmodules").write_text('[submodule "3rdparty/cutlass"]\n\tpath = 3rdparty/cutlass\n'
+                                     '\turl = https://example.invalid/cutlass\n')
+    base = _git_repo(sub, files, "release 1.0")
+    lock_path = fake.root / "upstreams.lock.json"
+    lock = json.loads(lock_path.read_text())
+    lock["targets"][0]["revision"], lock["targets"][1]["revision"] = base, cutlass_rev
+    lock_path.write_text(json.dumps(lock, indent=2) + "\n")
+    assert "from submodule" in fake.ok("upstream")
+    # upstream merges patch 0001 under its own message, then moves on
+    merged = _git_repo(sub, {"csrc/norm.cu": NORM.replace("line 10\n", "line 10 x2\n")},
+                       "norm: double line ten (upstream's own commit)")
+    head = _git_repo(sub, {"csrc/other.cu": "// unrelated\n"}, "release 1.1")
+    out = fake.ok("rebase", "1.1")
+    assert f"dropped 0001-norm-scale-by-two.patch: Backport {merged}" in out
+    pinned = json.loads(lock_path.read_text())["targets"]
+    assert pinned[0]["revision"] == head and pinned[0]["version"] == "1.1"
+    assert pinned[1]["revision"] == cutlass_rev
+    assert f"Backport {merged}" in (fake.root / "tracking.md").read_text()

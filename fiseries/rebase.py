@@ -55,9 +55,9 @@ def _fetch_release(layout: Layout, version: str, sdist_file: Path | None) -> New
 
 def _replace_contents(repo: Path, source: Path, keep: list[str]) -> None:
     """Make repo's work tree equal `source` (tracked files), leaving the `keep` subtrees alone."""
-    for rel in git_out(repo, "ls-files", "-z").split("\0"):
-        if rel:
-            (repo / rel).unlink()
+    for tracked in git_out(repo, "ls-files", "-z").split("\0"):
+        if tracked:
+            (repo / tracked).unlink()
     run_git(repo, "rm", "-r", "-q", "--cached", ".")  # re-hash everything: stat data can lie
     for path in source.rglob("*"):
         rel = path.relative_to(source)
@@ -90,7 +90,7 @@ def start_rebase(layout: Layout, version: str, sdist_file: Path | None) -> list[
         keep = vendored_paths(lock) if target.path == "." else []
         _replace_contents(repo, release.pristine / target.path, keep)
         commit_all(repo, f"Upstream {target.name} {version}", tag=f"upstream/{version}")
-    state = {"version": version, "revision": release.revision, "sdist_sha256": release.sdist_sha256,
+    state: dict[str, object] = {"version": version, "revision": release.revision, "sdist_sha256": release.sdist_sha256,
              "vendored": release.vendored_revisions, "old_revision": lock.main.revision,
              "done": [], "current": None, "dropped": {}}
     (layout.build / STATE).write_text(json.dumps(state, indent=2))

@@ -93,6 +93,40 @@ def elf_archs(so: Path, cuobjdump: str) -> set[str]:
     return set(ELF_ARCH.findall(out))
 
 
+def kernel_resources(so: Path) -> dict[str, dict[str, int]]:
+    """Per kernel (mangled name, arch-qualified): REG, STACK, SHARED, LOCAL from cuobjdump."""
+    out = run_logged([find_cuobjdump(), "--dump-resource-usage", str(so)], dict(os.environ),
+                     f"cuobjdump --dump-resource-usage {so}")
+    resources: dict[str, dict[str, int]] = {}
+    arch = ""
+    kernel = ""
+    for line in out.splitlines():
+        if line.startswith("arch = "):
+            arch = line.split("=", 1)[1].strip()
+        elif line.strip().startswith("Function "):
+            kernel = line.strip()[len("Function "):].rstrip(":")
+        elif kernel and "REG:" in line:
+            fields = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", line))
+            resources[f"{arch}:{kernel}"] = {k: int(v) for k, v in fields.items()}
+            kernel = ""
+    return resources
+
+
+def sass_opcodes(so: Path, workdir: Path) -> dict[str, int]:
+    """Opcode (with modifiers) counts over every cubin in `so`, disassembled with nvdisasm."""
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    run_logged([find_cuobjdump(), "-xelf", "all", str(so.resolve())], dict(os.environ), f"extracting {so}", cwd=workdir)
+    counts: dict[str, int] = {}
+    for cubin in sorted(workdir.glob("*.cubin")):
+        text = run_logged([str(nvidia_cu13_dir() / "bin" / "nvdisasm"), str(cubin)], dict(os.environ),
+                          f"nvdisasm {cubin.name}")
+        for opcode in re.findall(r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]+)", text, re.M):
+            counts[opcode] = counts.get(opcode, 0) + 1
+    return counts
+
+
 def nvidia_cu13_dir() -> Path:
     """CUDA 13 pieces the system toolkit lacks (cuobjdump, cuBLAS headers), pinned from PyPI."""
     for entry in sys.path:
@@ -170,6 +204,11 @@ def build_aot_modules(layout: Layout, patched: Path, archs: list[str], manifest:
             raise SeriesError(f"AOT module {so.name} holds SASS for {sorted(found)}, expected exactly "
                               f"{sorted(wanted)}; the build did not target the requested archs")
         module["sass"] = sorted(found)
+        resources = kernel_resources(so).values()
+        module["kernels"] = len(resources)
+        module["max_registers"] = max((r["REG"] for r in resources), default=0)
+        module["max_shared_bytes"] = max((r["SHARED"] for r in resources), default=0)
+        module["kernels_with_local_memory"] = sum(1 for r in resources if r["LOCAL"] or r["STACK"])
     return modules
 
 

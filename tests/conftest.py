@@ -157,3 +157,30 @@ def fake(tmp_path: Path) -> FakeProject:
                  {"include/cutlass/gemm.h": GEMM.replace("line 20\n", "line 20 padded\n")})
     project.ok("export")
     return project
+
+
+# --- the real pinned upstream (session-scoped: one apply/check and one wheel build per run) ---
+
+
+def fiseries(*args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "fiseries", "--root", str(ROOT), *args],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+@pytest.fixture(scope="session")
+def checked() -> str:
+    """`make check`: apply with zero fuzz/offset, byte-identical re-export, lock trees, tracking refs."""
+    return fiseries("check")
+
+
+@pytest.fixture(scope="session")
+def wheels(checked: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """`make wheel` for 12.1a into a temporary dist/ (real sm_121a compiles of the default AOT set)."""
+    dist = tmp_path_factory.mktemp("dist")
+    fiseries("wheel", "--archs", "12.1a", "--dist", str(dist))
+    manifest = json.loads((dist / "manifest.json").read_text())
+    return {"dist": dist, "manifest": manifest}
+
+

@@ -20,19 +20,6 @@ from fiseries.wheel import elf_archs, find_cuobjdump, patch_count
 pytestmark = pytest.mark.upstream
 
 
-def fiseries(*args: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "fiseries", "--root", str(ROOT), *args],
-                          capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
-
-
-@pytest.fixture(scope="session")
-def checked() -> str:
-    """`make check`: apply with zero fuzz/offset, byte-identical re-export, lock trees, tracking refs."""
-    return fiseries("check")
-
-
 def test_series_applies_cleanly_and_round_trips(checked: str) -> None:
     assert "series re-export byte-identical" in checked
     assert "tracking.md:" in checked and "references resolve" in checked
@@ -43,15 +30,6 @@ def test_lock_pins_the_tree_applying_yields(checked: str) -> None:
     lock = load_lock(ROOT / LOCK_NAME)
     for target in lock.targets:
         assert f"{target.name}: tree {target.tree} matches the lock" in checked
-
-
-@pytest.fixture(scope="session")
-def wheels(checked: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """`make wheel` for 12.1a into a temporary dist/ (one real sm_121a compile of the norm module)."""
-    dist = tmp_path_factory.mktemp("dist")
-    fiseries("wheel", "--archs", "12.1a", "--dist", str(dist))
-    manifest = json.loads((dist / "manifest.json").read_text())
-    return {"dist": dist, "manifest": manifest}
 
 
 WHEEL_PATHS = {"csrc/": "flashinfer/data/csrc/", "include/": "flashinfer/data/include/",

@@ -9,7 +9,7 @@ ARCHS ?= 12.1a
 AOT_MANIFEST ?= aot_build/manifests/default.json
 PYTEST_ARGS ?=
 
-.PHONY: venv upstream apply export check rebase rebase-continue pr wheel test clean
+.PHONY: venv upstream apply export check rebase rebase-continue pr wheel test device-bundle clean
 
 $(VENV)/.stamp: ci/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ wheel: venv             ## dist/: patched flashinfer-python + AOT wheel for ARCH
 
 test: venv              ## the whole CPU suite (GPU tests skip with a reason)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+device-bundle: apply    ## .devcarry/: upstream wheel (slim) + series overlay + scripts for a lent GPU (bench/README.md)
+	$(PY) bench/device_bundle.py
 
 clean:
 	rm -rf build dist

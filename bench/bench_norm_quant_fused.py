@@ -99,6 +99,10 @@ def main():
     )
     ap.add_argument("--calls", type=int, default=20)
     ap.add_argument("--eager", action="store_true")
+    ap.add_argument(
+        "--series-json",
+        help="bundle.json of bench/device_bundle.py: records the series hash in the results",
+    )
     args = ap.parse_args()
 
     dev = "cuda"
@@ -121,6 +125,9 @@ def main():
         ).stdout.strip()
     except Exception:  # noqa: BLE001
         env["driver"] = "?"
+    if args.series_json:
+        with open(args.series_json) as f:
+            env["series"] = json.load(f)
     env.update(copy_ceiling())
     copy_bw = env["copy_GBps"]
     print(env, flush=True)
@@ -386,6 +393,12 @@ def main():
                 ),
                 E * 3 + 4 * T,
             )
+            # reference: a plain copy of the bytes a no-residual norm -> FP8 moves (2 + 1 per
+            # element), i.e. the copy ceiling at this size (launch and tail included)
+            src = [torch.empty(E * 3 // 2, device=dev, dtype=torch.uint8) for _ in range(n_sets)]
+            dst = [torch.empty_like(x) for x in src]
+            rec("copy (3 B/elt)", "torch copy_", t(lambda i: lambda: dst[i].copy_(src[i])), E * 3)
+            src = dst = None
             # reference: upstream rmsnorm (bf16 out)
             rec("rms->bf16", "upstream rmsnorm", us_rms_up, E * 4)
             if args.eager and T <= 16:
@@ -418,6 +431,7 @@ def main():
         "",
         f"copy ceiling {copy_bw:.0f} GB/s (1 GiB D2D, read+write); upstream norm backend: "
         f"{env['upstream_norm_backend']}; upstream commit {UPSTREAM_COMMIT}; {env['method']}",
+        f"series: {json.dumps(env.get('series', 'not recorded'))}",
         "",
         "| H | T | op | impl | us | GB/s | % copy | speedup of ours |",
         "|---|---|---|---|---|---|---|---|",

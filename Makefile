@@ -7,9 +7,11 @@ PY := $(VENV)/bin/python
 FISERIES := $(PY) -m fiseries
 ARCHS ?= 12.1a
 AOT_MANIFEST ?= aot_build/manifests/default.json
+DIST ?= dist
+TRACE ?= aot_build/traces/sm121.json
 PYTEST_ARGS ?=
 
-.PHONY: venv upstream apply export check rebase rebase-continue pr wheel test device-bundle clean
+.PHONY: venv upstream apply export check rebase rebase-continue pr wheel coverage test device-bundle clean
 
 $(VENV)/.stamp: ci/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,13 +44,17 @@ pr: venv                ## make pr PATCH=<n | target/n | name>: build/pr/<name>,
 	$(FISERIES) pr $(PATCH)
 
 wheel: venv             ## dist/: patched flashinfer-python + AOT wheel for ARCHS (default 12.1a)
-	$(FISERIES) wheel --archs "$(ARCHS)" --manifest $(AOT_MANIFEST)
+	$(FISERIES) wheel --archs "$(ARCHS)" --manifest $(AOT_MANIFEST) --dist $(DIST)
+
+coverage: venv          ## make coverage WHEEL=<jit-cache wheel> [TRACE=...] [ARCHS=...]: traced modules all in it?
+	@test -n "$(WHEEL)" || { echo "usage: make coverage WHEEL=<flashinfer_jit_cache wheel>"; exit 2; }
+	$(FISERIES) coverage $(WHEEL) --trace $(TRACE) --archs "$(ARCHS)"
 
 test: venv              ## the whole CPU suite (GPU tests skip with a reason)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-device-bundle: apply    ## .devcarry/: upstream wheel (slim) + series overlay + scripts for a lent GPU (bench/README.md)
-	$(PY) bench/device_bundle.py
+device-bundle: apply    ## .devcarry/: upstream wheel (slim) + series overlay + scripts for a lent GPU [AOT_WHEEL=...] (bench/README.md)
+	$(PY) bench/device_bundle.py $(if $(AOT_WHEEL),--aot-wheel $(AOT_WHEEL))
 
 clean:
 	rm -rf build dist

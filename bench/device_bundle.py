@@ -75,6 +75,8 @@ def series_overlay(layout: Layout, dest: Path) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=ROOT / ".devcarry")
+    parser.add_argument("--aot-wheel", type=Path, default=None,
+                        help="a jit-cache wheel from `make wheel ARCHS=9.0a` for the first-call check")
     args = parser.parse_args()
     layout = Layout.for_lock(load_lock(ROOT / LOCK_NAME))
     if not layout.tree.is_dir():
@@ -93,7 +95,10 @@ def main() -> None:
         subprocess.run(["tar", "-cJf", str(out / "upstream-site.tar.xz"), "-C", str(site), "."], check=True)
     shutil.copy2(tvm, out / "tvm_ffi.whl")
     shipped = series_overlay(layout, out / "series-overlay.tar")
-    for script in ("device_run.sh", "bench_norm_quant_fused.py"):
+    if args.aot_wheel is not None:
+        (out / "aot").mkdir()
+        shutil.copy2(args.aot_wheel, out / "aot" / args.aot_wheel.name)
+    for script in ("device_run.sh", "bench_norm_quant_fused.py", "aot_first_call.py"):
         shutil.copy2(ROOT / "bench" / script, out / script)
     shutil.copy2(layout.tree / "tests/utils/test_norm_quant_fused.py", out / "test_norm_quant_fused.py")
     meta = {"upstream_version": version, "upstream_commit": layout.lock.main.revision,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the lent GPU machine from the repo root (carry .devcarry, built by bench/device_bundle.py):
 # upstream site + series overlay -> /tmp/site_patched; the upstream-style tests; the benchmark.
-# Usage: bash .devcarry/device_run.sh [tests|bench|all]; results go to $OUT.
+# Usage: bash .devcarry/device_run.sh [tests|bench|aot|all]; results go to $OUT.
 set -euo pipefail
 C=$PWD/.devcarry
 WHAT=${1:-all}
@@ -20,4 +20,7 @@ if [ "$WHAT" = tests ] || [ "$WHAT" = all ]; then
 fi
 if [ "$WHAT" = bench ] || [ "$WHAT" = all ]; then
   python3 "$C/bench_norm_quant_fused.py" --out "$OUT" --series-json "$C/bundle.json" 2>&1 | tee "$OUT/bench.log" | tail -40
+fi
+if [ "$WHAT" = aot ] || [ "$WHAT" = all ]; then
+  python3 "$C/aot_first_call.py" --site /tmp/site_patched --tvm /tmp/tvm --aot-wheel "$C"/aot/*.whl --out "$OUT" 2>&1 | tee "$OUT/aot_first_call.log" | tail -20
 fi

@@ -14,6 +14,7 @@ from .pr import make_pr
 from .rebase import continue_rebase, start_rebase
 from .tree import Layout, apply_all, applied_trees, drift_report
 from .upstream import materialise
+from .coverage import require_coverage
 from .wheel import build_wheels
 
 
@@ -74,6 +75,10 @@ def cmd_wheel(layout: Layout, args: argparse.Namespace) -> list[str]:
             f"manifest:      {wheels.manifest}"]
 
 
+def cmd_coverage(layout: Layout, args: argparse.Namespace) -> list[str]:
+    return require_coverage(args.wheel, args.trace, args.archs.split())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fiseries", description=__doc__)
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="project root (holds the lock file)")
@@ -91,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     rebase.add_argument("version")
     rebase.add_argument("--sdist", type=Path, default=None)
     rebase.set_defaults(func=cmd_rebase)
+    coverage = sub.add_parser("coverage", help="does a jit-cache wheel cover a traced workload?")
+    coverage.add_argument("wheel", type=Path)
+    coverage.add_argument("--trace", type=Path, default=Path("aot_build/traces/sm121.json"))
+    coverage.add_argument("--archs", default="12.1a")
+    coverage.set_defaults(func=cmd_coverage)
     pr = sub.add_parser("pr")
     pr.add_argument("patch")
     pr.set_defaults(func=cmd_pr)

@@ -7,20 +7,19 @@ import hashlib
 import json
 import os
 import platform
-import re
 import shutil
-import subprocess
 import sys
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .coverage import require_coverage
+from .cuda import cuda_arch_names, elf_archs, find_cuobjdump, kernel_resources, nvidia_cu13_dir, run_logged
 from .errors import SeriesError
 from .series import read_series
 from .tree import Layout, overlay_files
 
-ARCH_RE = re.compile(r"^\d+\.\d+[af]?$")
-ELF_ARCH = re.compile(r"\.(sm_\d+[af]?)\.cubin")
 
 
 @dataclass(frozen=True)
@@ -51,14 +50,6 @@ def local_version(layout: Layout) -> str:
     return f"{layout.lock.main.version}+sm12x.{patch_count(layout)}"
 
 
-def cuda_arch_names(archs: list[str]) -> list[str]:
-    """'12.1a' -> 'sm121a', as flashinfer.jit.env names provider targets."""
-    for arch in archs:
-        if not ARCH_RE.match(arch):
-            raise SeriesError(f"ARCHS entry {arch!r} is not like 12.1a, 12.0a or 9.0a")
-    return [f"sm{a.replace('.', '')}" for a in archs]
-
-
 def stage_tree(layout: Layout, dest: Path, version: str) -> None:
     """Copy the applied tree without git metadata and stamp upstream's _build_meta.py."""
     if dest.exists():
@@ -71,13 +62,6 @@ def stage_tree(layout: Layout, dest: Path, version: str) -> None:
     )
 
 
-def run_logged(cmd: list[str], env: dict[str, str], what: str, cwd: Path | None = None) -> str:
-    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SeriesError(f"{what} failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc.stdout
-
-
 def build_patched_wheel(stage: Path, dist: Path) -> Path:
     """Build with upstream's own backend (build_backend.py), no isolation: the venv pins its deps."""
     before = set(dist.glob("flashinfer_python-*.whl"))
@@ -86,54 +70,6 @@ def build_patched_wheel(stage: Path, dist: Path) -> Path:
                 "--quiet", "-w", str(dist), str(stage)], env, "building the patched wheel")
     made = sorted(set(dist.glob("flashinfer_python-*.whl")) - before) or sorted(dist.glob("flashinfer_python-*.whl"))
     return made[-1]
-
-
-def elf_archs(so: Path, cuobjdump: str) -> set[str]:
-    out = run_logged([cuobjdump, "--list-elf", str(so)], dict(os.environ), f"cuobjdump --list-elf {so}")
-    return set(ELF_ARCH.findall(out))
-
-
-def kernel_resources(so: Path) -> dict[str, dict[str, int]]:
-    """Per kernel (mangled name, arch-qualified): REG, STACK, SHARED, LOCAL from cuobjdump."""
-    out = run_logged([find_cuobjdump(), "--dump-resource-usage", str(so)], dict(os.environ),
-                     f"cuobjdump --dump-resource-usage {so}")
-    resources: dict[str, dict[str, int]] = {}
-    arch = ""
-    kernel = ""
-    for line in out.splitlines():
-        if line.startswith("arch = "):
-            arch = line.split("=", 1)[1].strip()
-        elif line.strip().startswith("Function "):
-            kernel = line.strip()[len("Function "):].rstrip(":")
-        elif kernel and "REG:" in line:
-            fields = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", line))
-            resources[f"{arch}:{kernel}"] = {k: int(v) for k, v in fields.items()}
-            kernel = ""
-    return resources
-
-
-def sass_opcodes(so: Path, workdir: Path) -> dict[str, int]:
-    """Opcode (with modifiers) counts over every cubin in `so`, disassembled with nvdisasm."""
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
-    run_logged([find_cuobjdump(), "-xelf", "all", str(so.resolve())], dict(os.environ), f"extracting {so}", cwd=workdir)
-    counts: dict[str, int] = {}
-    for cubin in sorted(workdir.glob("*.cubin")):
-        text = run_logged([str(nvidia_cu13_dir() / "bin" / "nvdisasm"), str(cubin)], dict(os.environ),
-                          f"nvdisasm {cubin.name}")
-        for opcode in re.findall(r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]+)", text, re.M):
-            counts[opcode] = counts.get(opcode, 0) + 1
-    return counts
-
-
-def nvidia_cu13_dir() -> Path:
-    """CUDA 13 pieces the system toolkit lacks (cuobjdump, cuBLAS headers), pinned from PyPI."""
-    for entry in sys.path:
-        candidate = Path(entry) / "nvidia" / "cu13"
-        if candidate.is_dir():
-            return candidate
-    raise SeriesError("nvidia/cu13 (nvidia-cuda-cuobjdump, nvidia-cublas) is not installed: run `make venv`")
 
 
 def driver_stub_dir(work: Path) -> Path:
@@ -170,45 +106,59 @@ def library_headers_dir(work: Path) -> Path:
     return dest
 
 
-def find_cuobjdump() -> str:
-    return str(nvidia_cu13_dir() / "bin" / "cuobjdump")
+def ninja_seconds_per_module(ninja_log: Path, names: list[str]) -> dict[str, float]:
+    """Compile + link seconds per module, summed over its ninja edges (serial time, not wall)."""
+    seconds = dict.fromkeys(names, 0.0)
+    for line in ninja_log.read_text().splitlines():
+        fields = line.split("\t")
+        if line.startswith("#") or len(fields) < 4:
+            continue
+        parts = Path(fields[3]).parts
+        for name in names:
+            if name in parts:
+                seconds[name] += (int(fields[1]) - int(fields[0])) / 1000
+                break
+    return {name: round(value, 1) for name, value in seconds.items()}
 
 
-def build_aot_modules(layout: Layout, patched: Path, archs: list[str], manifest: Path,
+def build_aot_modules(layout: Layout, stage: Path, archs: list[str], manifest: Path,
                       out: Path) -> list[dict[str, object]]:
-    """Compile the manifest's modules inside the patched package; check each .so's SASS targets."""
+    """Compile the manifest's modules with upstream's `flashinfer.aot --manifest` in the staged
+    source tree; check each .so's SASS targets and record its size, build time and resources."""
     work = layout.build / "aot"
-    site = work / "site"
-    if site.exists():
-        shutil.rmtree(site)
-    with zipfile.ZipFile(patched) as wheel:
-        wheel.extractall(site)
-    if out.exists():
-        shutil.rmtree(out)
-    env = dict(os.environ, PYTHONPATH=str(site), FLASHINFER_CUDA_ARCH_LIST=" ".join(archs),
-               FLASHINFER_WORKSPACE_BASE=str(work / "workspace"),
+    build_dir = work / "build"
+    for stale in (build_dir, out):
+        if stale.exists():
+            shutil.rmtree(stale)
+    env = dict(os.environ, PYTHONPATH=str(stage), FLASHINFER_CUDA_ARCH_LIST=" ".join(archs),
                CUDA_HOME=os.environ.get("CUDA_HOME", "/usr/local/cuda"),
                CPATH=str(library_headers_dir(work)),
                LIBRARY_PATH=str(driver_stub_dir(work)),
                MAX_JOBS=os.environ.get("MAX_JOBS", str(os.cpu_count() or 1)))
-    script = layout.lock.root / "aot_build" / "build_modules.py"
-    stdout = run_logged([sys.executable, str(script), "--manifest", str(manifest), "--out", str(out)],
-                        env, f"AOT build of {manifest.name} for {' '.join(archs)}")
-    modules = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    names = [str(entry["name"]) for entry in json.loads(manifest.read_text())["modules"]]
+    run_logged([sys.executable, "-m", "flashinfer.aot", "--manifest", str(manifest.resolve()),
+                "--out-dir", str(out.resolve()), "--build-dir", str(build_dir.resolve())],
+               env, f"AOT build of {manifest.name} for {' '.join(archs)}", cwd=stage)
+    seconds = ninja_seconds_per_module(build_dir / "cached_ops" / ".ninja_log", names)
     wanted = {name.replace("sm", "sm_", 1) for name in cuda_arch_names(archs)}
     cuobjdump = find_cuobjdump()
-    for module in modules:
-        so = out / str(module["module"]) / f"{module['module']}.so"
+    modules: list[dict[str, object]] = []
+    for name in names:
+        so = out / name / f"{name}.so"
+        if not so.is_file():
+            raise SeriesError(f"AOT build of {manifest.name} did not produce {name}/{name}.so")
         found = elf_archs(so, cuobjdump)
         if found != wanted:
             raise SeriesError(f"AOT module {so.name} holds SASS for {sorted(found)}, expected exactly "
                               f"{sorted(wanted)}; the build did not target the requested archs")
-        module["sass"] = sorted(found)
         resources = kernel_resources(so).values()
-        module["kernels"] = len(resources)
-        module["max_registers"] = max((r["REG"] for r in resources), default=0)
-        module["max_shared_bytes"] = max((r["SHARED"] for r in resources), default=0)
-        module["kernels_with_local_memory"] = sum(1 for r in resources if r["LOCAL"] or r["STACK"])
+        modules.append({
+            "module": name, "compile_seconds": seconds[name], "bytes": so.stat().st_size,
+            "sass": sorted(found), "kernels": len(resources),
+            "max_registers": max((r["REG"] for r in resources), default=0),
+            "max_shared_bytes": max((r["SHARED"] for r in resources), default=0),
+            "kernels_with_local_memory": sum(1 for r in resources if r["LOCAL"] or r["STACK"]),
+        })
     return modules
 
 
@@ -255,13 +205,19 @@ def build_aot_wheel(layout: Layout, version: str, archs: list[str], modules_dir:
 def build_wheels(layout: Layout, archs: list[str], manifest: Path, dist: Path) -> Wheels:
     """Both wheels and dist/manifest.json from the applied build/tree."""
     dist.mkdir(parents=True, exist_ok=True)
+    for stale in [*dist.glob("flashinfer_python-*.whl"), *dist.glob("flashinfer_jit_cache-*.whl")]:
+        stale.unlink()
     version = local_version(layout)
     stage = layout.build / "stage" / "flashinfer"
     stage_tree(layout, stage, version)
     patched = build_patched_wheel(stage, dist)
     modules_dir = layout.build / "aot" / "modules"
-    modules = build_aot_modules(layout, patched, archs, manifest, modules_dir)
+    started = time.monotonic()
+    modules = build_aot_modules(layout, stage, archs, manifest, modules_dir)
+    aot_seconds = round(time.monotonic() - started, 1)
     aot = build_aot_wheel(layout, version, archs, modules_dir, modules, dist)
+    trace = json.loads(manifest.read_text()).get("trace")
+    coverage = require_coverage(aot, layout.lock.root / trace, archs) if trace else []
     record = {
         "version": version,
         "upstream": {"name": layout.lock.main.name, "version": layout.lock.main.version,
@@ -271,7 +227,9 @@ def build_wheels(layout: Layout, archs: list[str], manifest: Path, dist: Path) -
         "archs": archs,
         "host_arch": platform.machine(),
         "aot_manifest": manifest.name,
+        "aot_build": {"wall_seconds": aot_seconds, "jobs": int(os.environ.get("MAX_JOBS", os.cpu_count() or 1))},
         "modules": modules,
+        "coverage": coverage,
         "wheels": {w.name: hashlib.sha256(w.read_bytes()).hexdigest() for w in (patched, aot)},
     }
     out = dist / "manifest.json"

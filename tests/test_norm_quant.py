@@ -19,7 +19,8 @@ import pytest
 from conftest import ROOT
 from fiseries.lock import LOCK_NAME, load_lock
 from fiseries.tree import Layout
-from fiseries.wheel import build_aot_modules, kernel_resources, sass_opcodes
+from fiseries.cuda import kernel_resources, sass_opcodes
+from fiseries.wheel import build_aot_modules
 
 pytestmark = pytest.mark.upstream
 
@@ -57,11 +58,11 @@ def test_norm_quant_sm121a_build(wheels: dict, tmp_path: Path) -> None:
 
 def test_norm_quant_sm120a_build(wheels: dict, tmp_path: Path) -> None:
     layout = Layout.for_lock(load_lock(ROOT / LOCK_NAME))
-    (patched,) = wheels["dist"].glob("flashinfer_python-*.whl")
+    stage = layout.build / "stage" / "flashinfer"  # the source tree `make wheel` staged
     manifest = tmp_path / "norm_quant.json"
     manifest.write_text(json.dumps({"modules": [
         {"name": "norm_quant", "generator": "flashinfer.jit.norm:gen_norm_quant_module"}]}))
-    (module,) = build_aot_modules(layout, patched, ["12.0a"], manifest, tmp_path / "modules")
+    (module,) = build_aot_modules(layout, stage, ["12.0a"], manifest, tmp_path / "modules")
     assert module["sass"] == ["sm_120a"]
     _check_build(tmp_path / "modules/norm_quant/norm_quant.so", "sm_120a", tmp_path / "sass")
 

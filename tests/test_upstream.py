@@ -15,7 +15,9 @@ from conftest import ROOT
 from fiseries.git import run_git
 from fiseries.lock import LOCK_NAME, load_lock
 from fiseries.tree import Layout
-from fiseries.wheel import elf_archs, find_cuobjdump, patch_count
+from fiseries.coverage import check_coverage
+from fiseries.cuda import elf_archs, find_cuobjdump
+from fiseries.wheel import patch_count
 
 pytestmark = pytest.mark.upstream
 
@@ -100,3 +102,31 @@ def test_loader_finds_the_aot_module_without_jit(wheels: dict, tmp_path: Path) -
     is_aot, path, cache_dir = proc.stdout.split()
     assert is_aot == "True"
     assert path == f"{cache_dir}/norm/norm.so" and Path(path).is_file()
+
+
+def test_upstream_aot_manifest_tests(wheels: dict, tmp_path: Path) -> None:
+    """The series' upstream-style CPU test of `flashinfer.aot --manifest`, on the patched wheel."""
+    site = tmp_path / "site"
+    (wheel,) = wheels["dist"].glob("flashinfer_python-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(site)
+    env = dict(os.environ, PYTHONPATH=str(site), FLASHINFER_WORKSPACE_BASE=str(tmp_path / "ws"))
+    suite = ROOT / "build/tree/tests/test_aot_manifest.py"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(suite)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 0 and " passed" in proc.stdout, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+def test_coverage_checker(wheels: dict, tmp_path: Path) -> None:
+    (aot,) = wheels["dist"].glob("flashinfer_jit_cache-*.whl")
+    trace = tmp_path / "trace.json"
+    spec = {"generator": "flashinfer.jit.norm:gen_norm_module", "args": {}}
+    trace.write_text(json.dumps({"workloads": {
+        "norms": [{"name": "norm", **spec}, {"name": "norm_quant", **spec}, {"name": "norm", **spec}],
+        "decode": [{"name": "norm", **spec}, {"name": "sampling", **spec}]}}))
+    result = check_coverage(aot, trace, ["12.1a"])
+    assert not result.ok and result.missing == {"decode": ["sampling"]} and not result.wrong_archs
+    assert sorted(result.covered) == ["norm", "norm_quant"]
+    assert any("sampling" in line and "runtime JIT" in line for line in result.lines())
+    wrong = check_coverage(aot, trace, ["12.0a"])
+    assert wrong.wrong_archs == {"norm": ["sm_121a"], "norm_quant": ["sm_121a"]}

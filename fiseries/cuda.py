@@ -1,0 +1,83 @@
+"""CUDA build helpers shared by `make wheel` and the AOT coverage check: arch names, the pinned
+CUDA binary tools (cuobjdump, nvdisasm from PyPI) and what they read out of a module."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .errors import SeriesError
+
+ARCH_RE = re.compile(r"^\d+\.\d+[af]?$")
+ELF_ARCH = re.compile(r"\.(sm_\d+[af]?)\.cubin")
+
+
+def cuda_arch_names(archs: list[str]) -> list[str]:
+    """'12.1a' -> 'sm121a', as flashinfer.jit.env names provider targets."""
+    for arch in archs:
+        if not ARCH_RE.match(arch):
+            raise SeriesError(f"ARCHS entry {arch!r} is not like 12.1a, 12.0a or 9.0a")
+    return [f"sm{a.replace('.', '')}" for a in archs]
+
+
+def run_logged(cmd: list[str], env: dict[str, str], what: str, cwd: Path | None = None) -> str:
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SeriesError(f"{what} failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc.stdout
+
+
+def elf_archs(so: Path, cuobjdump: str) -> set[str]:
+    out = run_logged([cuobjdump, "--list-elf", str(so)], dict(os.environ), f"cuobjdump --list-elf {so}")
+    return set(ELF_ARCH.findall(out))
+
+
+def kernel_resources(so: Path) -> dict[str, dict[str, int]]:
+    """Per kernel (mangled name, arch-qualified): REG, STACK, SHARED, LOCAL from cuobjdump."""
+    out = run_logged([find_cuobjdump(), "--dump-resource-usage", str(so)], dict(os.environ),
+                     f"cuobjdump --dump-resource-usage {so}")
+    resources: dict[str, dict[str, int]] = {}
+    arch = ""
+    kernel = ""
+    for line in out.splitlines():
+        if line.startswith("arch = "):
+            arch = line.split("=", 1)[1].strip()
+        elif line.strip().startswith("Function "):
+            kernel = line.strip()[len("Function "):].rstrip(":")
+        elif kernel and "REG:" in line:
+            fields = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", line))
+            resources[f"{arch}:{kernel}"] = {k: int(v) for k, v in fields.items()}
+            kernel = ""
+    return resources
+
+
+def sass_opcodes(so: Path, workdir: Path) -> dict[str, int]:
+    """Opcode (with modifiers) counts over every cubin in `so`, disassembled with nvdisasm."""
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    run_logged([find_cuobjdump(), "-xelf", "all", str(so.resolve())], dict(os.environ), f"extracting {so}", cwd=workdir)
+    counts: dict[str, int] = {}
+    for cubin in sorted(workdir.glob("*.cubin")):
+        text = run_logged([str(nvidia_cu13_dir() / "bin" / "nvdisasm"), str(cubin)], dict(os.environ),
+                          f"nvdisasm {cubin.name}")
+        for opcode in re.findall(r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]+)", text, re.M):
+            counts[opcode] = counts.get(opcode, 0) + 1
+    return counts
+
+
+def nvidia_cu13_dir() -> Path:
+    """CUDA 13 pieces the system toolkit lacks (cuobjdump, cuBLAS headers), pinned from PyPI."""
+    for entry in sys.path:
+        candidate = Path(entry) / "nvidia" / "cu13"
+        if candidate.is_dir():
+            return candidate
+    raise SeriesError("nvidia/cu13 (nvidia-cuda-cuobjdump, nvidia-cublas) is not installed: run `make venv`")
+
+
+def find_cuobjdump() -> str:
+    return str(nvidia_cu13_dir() / "bin" / "cuobjdump")

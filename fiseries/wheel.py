@@ -121,6 +121,16 @@ def ninja_seconds_per_module(ninja_log: Path, names: list[str]) -> dict[str, flo
     return {name: round(value, 1) for name, value in seconds.items()}
 
 
+def aot_build_env(work: Path, stage: Path, archs: list[str]) -> dict[str, str]:
+    """Environment for FlashInfer's own AOT build in the staged source tree."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # the venv's ninja
+    return dict(os.environ, PATH=path, PYTHONPATH=str(stage), FLASHINFER_CUDA_ARCH_LIST=" ".join(archs),
+                CUDA_HOME=os.environ.get("CUDA_HOME", "/usr/local/cuda"),
+                CPATH=str(library_headers_dir(work)),
+                LIBRARY_PATH=str(driver_stub_dir(work)),
+                MAX_JOBS=os.environ.get("MAX_JOBS", str(os.cpu_count() or 1)))
+
+
 def build_aot_modules(layout: Layout, stage: Path, archs: list[str], manifest: Path,
                       out: Path) -> list[dict[str, object]]:
     """Compile the manifest's modules with upstream's `flashinfer.aot --manifest` in the staged
@@ -130,11 +140,7 @@ def build_aot_modules(layout: Layout, stage: Path, archs: list[str], manifest: P
     for stale in (build_dir, out):
         if stale.exists():
             shutil.rmtree(stale)
-    env = dict(os.environ, PYTHONPATH=str(stage), FLASHINFER_CUDA_ARCH_LIST=" ".join(archs),
-               CUDA_HOME=os.environ.get("CUDA_HOME", "/usr/local/cuda"),
-               CPATH=str(library_headers_dir(work)),
-               LIBRARY_PATH=str(driver_stub_dir(work)),
-               MAX_JOBS=os.environ.get("MAX_JOBS", str(os.cpu_count() or 1)))
+    env = aot_build_env(work, stage, archs)
     names = [str(entry["name"]) for entry in json.loads(manifest.read_text())["modules"]]
     run_logged([sys.executable, "-m", "flashinfer.aot", "--manifest", str(manifest.resolve()),
                 "--out-dir", str(out.resolve()), "--build-dir", str(build_dir.resolve())],

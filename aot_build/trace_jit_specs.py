@@ -2,9 +2,11 @@
 
 Runs each workload of `workloads/` through FlashInfer's public Python APIs on a CPU-only machine
 with a fake device layer (`FakeDevice`) and records every `JitSpec` the call path asks to build and
-load (`SpecRecorder`): its name, the outermost `flashinfer.jit` generator that created it and that
+load (`SpecRecorder`): its name, the outermost generator (`gen_*`) that created it and that
 generator's arguments, so `generator(**args)` re-creates the spec. Each workload runs in a fresh
-process, as a fresh inference engine would, so FlashInfer's module caches start empty.
+process, as a fresh inference engine would, so FlashInfer's module caches start empty. The
+manifest is the de-duplicated union; `--verify` re-creates each of its modules with upstream's
+manifest loader (flashinfer.aot.gen_manifest_modules), which checks every name.
 
     python aot_build/trace_jit_specs.py --tree build/tree \
         --trace aot_build/traces/sm121.json --manifest aot_build/manifests/sm121_decode.json
@@ -16,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import inspect
 import json
 import os
 import subprocess
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 HERE = Path(__file__).resolve().parent
+PROJECT = HERE.parent
 MANIFEST_DESCRIPTION = (
     "Traced SM121 set (aot_build/trace_jit_specs.py): the de-duplicated union of the FlashInfer JIT "
     "modules that gpt-oss-120b (MXFP4 MoE, sink attention) and Qwen3-Next NVFP4 request under vLLM, "
@@ -63,15 +65,15 @@ class FakeDevice:
       data exists. Operations that touch no cuda tensor (host-side plan metadata, index math) run
       for real on CPU, so `.tolist()` / `.item()` on host tensors keep working; pinned host
       buffers are plain host buffers.
-    - `torch.cuda.device(...)` / streams / synchronize are no-ops, and c10's empty CUDA slot for
-      device guards (a CPU-only torch build has none; ops like `copy_` on a cuda tensor open one)
-      gets c10's own `NoOpDeviceGuardImpl` (`_register_noop_cuda_device_guard`).
+    - `torch.cuda.device(...)` / streams / synchronize are no-ops, the default generator has the
+      CUDA (Philox) state layout, and c10's empty CUDA slot for device guards (a CPU-only torch
+      build has none; ops such as `copy_` on a cuda tensor open one) gets c10's own
+      `NoOpDeviceGuardImpl` (`_register_noop_cuda_device_guard`, a two-line C++ shim).
     """
 
     def __init__(self, model: DeviceModel) -> None:
         import torch
 
-        self.model = model
         self.properties = types.SimpleNamespace(
             name=model.name, major=model.capability[0], minor=model.capability[1],
             multi_processor_count=model.sm_count,
@@ -90,6 +92,8 @@ class FakeDevice:
         cuda.get_device_name = lambda device=None: model.name
         cuda.device = lambda device: contextlib.nullcontext()
         cuda.current_stream = lambda device=None: types.SimpleNamespace(cuda_stream=0)
+        cuda.init = lambda: None
+        cuda.default_generators = (PhiloxGenerator(),)
         _register_noop_cuda_device_guard()
         self.mode = _host_passthrough_fake_mode()
 
@@ -111,12 +115,29 @@ def _register_noop_cuda_device_guard() -> None:
     import torch
 
     torch_dir = Path(torch.__file__).parent
-    build = Path(tempfile.mkdtemp(prefix="noop-cuda-guard-"))
-    (build / "guard.cpp").write_text(NOOP_CUDA_GUARD_CPP)
-    subprocess.run(["c++", "-shared", "-fPIC", "-std=c++17", f"-I{torch_dir / 'include'}",
-                    str(build / "guard.cpp"), f"-L{torch_dir / 'lib'}", "-lc10",
-                    "-o", str(build / "guard.so")], check=True)
-    ctypes.CDLL(str(build / "guard.so"))
+    with tempfile.TemporaryDirectory(prefix="noop-cuda-guard-") as tmp:
+        build = Path(tmp)
+        (build / "guard.cpp").write_text(NOOP_CUDA_GUARD_CPP)
+        subprocess.run(["c++", "-shared", "-fPIC", "-std=c++17", f"-I{torch_dir / 'include'}",
+                        str(build / "guard.cpp"), f"-L{torch_dir / 'lib'}", "-lc10",
+                        "-o", str(build / "guard.so")], check=True)
+        ctypes.CDLL(str(build / "guard.so"))  # registers at load; the mapping outlives the file
+
+
+class PhiloxGenerator:
+    """The CUDA default generator's state protocol: a 16-byte (seed, offset) tensor, which
+    FlashInfer's sampling reads and advances (`get_seed_and_offset`)."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self.state = torch.zeros(2, dtype=torch.int64).view(torch.uint8)
+
+    def get_state(self) -> Any:
+        return self.state.clone()
+
+    def set_state(self, state: Any) -> None:
+        self.state = state.clone()
 
 
 def _host_passthrough_fake_mode() -> Any:
@@ -138,6 +159,10 @@ def _host_passthrough_fake_mode() -> Any:
                 if kwargs.get("pin_memory"):
                     kwargs = {**kwargs, "pin_memory": False}
                 return func(*args, **kwargs)
+            # host inputs of a device op become fake too (else FakeTensorMode runs it for real)
+            args, kwargs = pytree.tree_map_only(
+                torch.Tensor, lambda t: t if isinstance(t, FakeTensor) else self.from_tensor(t),
+                (args, kwargs))
             return super().__torch_dispatch__(func, types_, args, kwargs)
 
     return HostPassthroughFakeMode(allow_non_fake_inputs=True)
@@ -173,15 +198,17 @@ def use_source_tree_data(tree: Path) -> None:
 
 
 class StubModule:
-    """What `JitSpec.build_and_load()` returns while tracing: every function does nothing."""
+    """What `JitSpec.build_and_load()` returns while tracing: every function does nothing and
+    returns another stub, an opaque handle the Python call path can keep and pass back (plan info,
+    a MoE runner object) whose own methods do nothing either."""
 
-    def __getattr__(self, name: str) -> Callable[..., None]:
+    def __getattr__(self, name: str) -> Callable[..., StubModule]:
         if name.startswith("__"):
             raise AttributeError(name)
-        return lambda *args, **kwargs: None
+        return lambda *args, **kwargs: StubModule()
 
-    def __getitem__(self, key: Any) -> Callable[..., None]:
-        return lambda *args, **kwargs: None
+    def __getitem__(self, key: Any) -> Callable[..., StubModule]:
+        return lambda *args, **kwargs: StubModule()
 
 
 @dataclass
@@ -190,14 +217,10 @@ class SpecRecord:
     generator: str
     args: dict[str, Any]
     api: str
-    kind: str
-    getter_fallback: str | None = None
+    kind: str  # "nvcc" (what an AOT wheel holds) or the JitSpec class of another toolchain
 
     def as_json(self) -> dict[str, Any]:
-        out = {"name": self.name, "generator": self.generator, "args": self.args, "api": self.api}
-        if self.getter_fallback:
-            out["getter_fallback"] = self.getter_fallback
-        return out
+        return {"name": self.name, "generator": self.generator, "args": self.args, "api": self.api}
 
 
 def json_value(value: Any) -> Any:
@@ -217,21 +240,22 @@ def json_value(value: Any) -> Any:
 class SpecRecorder:
     """Records the generator call behind each JitSpec and every spec a call path loads.
 
-    A profile hook notes the arguments of each `gen_*` function of `flashinfer.jit` at entry; when a
-    JitSpec is constructed, the outermost such call on the stack is its generator. Loading
-    (`build_and_load`) appends the spec to the trace once and returns a `StubModule`."""
+    A profile hook notes, at entry, the arguments of every module-level `gen_*` function of the
+    flashinfer package; when a JitSpec is constructed, the outermost such call on the stack is its
+    generator. Loading (`build_and_load`) appends the spec to the trace once and returns a
+    `StubModule`. A generator outside `flashinfer.jit` (a private copy, e.g. in
+    flashinfer/quantization/) is replaced by its `flashinfer.jit` twin: the function of the same
+    name there whose spec, re-created from the same arguments, is identical (`jit_twin`)."""
 
+    package_dir: Path
     api: str = ""
-    getter_fallback: str | None = None
     records: list[SpecRecord] = field(default_factory=list)
-    _generators: dict[types.CodeType, str] = field(default_factory=dict)
     _calls: list[tuple[types.FrameType, str, dict[str, Any]]] = field(default_factory=list)
     _origin: dict[int, tuple[str, dict[str, Any]]] = field(default_factory=dict)
 
     def install(self) -> None:
         from flashinfer.jit import core
 
-        self._find_generators()
         recorder = self
         for cls in _jit_spec_classes(core.JitSpec):
             original_init = cls.__init__
@@ -245,46 +269,62 @@ class SpecRecorder:
         core.JitSpec.build_and_load = lambda spec: self._load(spec)
         sys.setprofile(self._profile)
 
-    def _find_generators(self) -> None:
-        import flashinfer.jit
-
-        root = Path(flashinfer.jit.__file__).parent
-        for path in sorted(root.rglob("*.py")):
-            module_name = ".".join(("flashinfer", "jit", *path.relative_to(root).with_suffix("").parts))
-            module_name = module_name.removesuffix(".__init__")
-            try:
-                module = importlib.import_module(module_name)
-            except Exception:  # an optional dependency missing on this box: no generator from it
-                continue
-            for attr, value in vars(module).items():
-                function = inspect.unwrap(value) if callable(value) else None
-                if (attr.startswith("gen_") and inspect.isfunction(function)
-                        and function.__module__ == module_name and attr != "gen_jit_spec"):
-                    self._generators[function.__code__] = f"{module_name}:{attr}"
+    def _is_generator(self, code: types.CodeType) -> bool:
+        return (code.co_name.startswith("gen_") and code.co_name != "gen_jit_spec"
+                and code.co_qualname == code.co_name  # module level: getattr(module, name) finds it
+                and code.co_filename.startswith(str(self.package_dir)))
 
     def _profile(self, frame: types.FrameType, event: str, arg: Any) -> None:
-        if event == "call" and frame.f_code in self._generators:
+        if event == "call" and self._is_generator(frame.f_code):
             code = frame.f_code
             names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
-            self._calls.append((frame, self._generators[code], {n: frame.f_locals[n] for n in names}))
+            generator = f"{frame.f_globals['__name__']}:{code.co_name}"
+            self._calls.append((frame, generator, {n: frame.f_locals[n] for n in names}))
         elif event == "return" and self._calls and self._calls[-1][0] is frame:
             self._calls.pop()
 
     def _outermost_generator(self) -> tuple[str, dict[str, Any]]:
         if not self._calls:
-            raise RuntimeError("a JitSpec was created outside any flashinfer.jit gen_* function")
+            raise RuntimeError("a JitSpec was created outside any flashinfer gen_* function")
         _, generator, args = self._calls[0]
-        return generator, {name: json_value(value) for name, value in args.items()}
+        return generator, dict(args)
 
     def _load(self, spec: Any) -> StubModule:
         from flashinfer.jit.core import JitSpecNvcc
 
-        generator, args = self._origin[id(spec)]
         if not any(r.name == spec.name for r in self.records):
+            generator, args = self._origin[id(spec)]
             kind = "nvcc" if isinstance(spec, JitSpecNvcc) else type(spec).__name__
-            self.records.append(SpecRecord(spec.name, generator, args, self.api, kind,
-                                           self.getter_fallback))
+            if kind == "nvcc" and not generator.startswith("flashinfer.jit."):
+                generator = jit_twin(spec, generator, args)
+            self.records.append(SpecRecord(spec.name, generator,
+                                           {k: json_value(v) for k, v in args.items()},
+                                           self.api, kind))
         return StubModule()
+
+
+def _build_inputs(spec: Any) -> tuple[Any, ...]:
+    """A spec's fields for comparison: callables (post-load adapters) only by presence."""
+    return tuple(True if callable(value) else value for value in vars(spec).values())
+
+
+def jit_twin(spec: Any, generator: str, args: dict[str, Any]) -> str:
+    """The `flashinfer.jit` generator of the same function name that re-creates `spec` exactly
+    from `args` (same name, sources, flags, include dirs)."""
+    import flashinfer.jit
+
+    function_name = generator.partition(":")[2]
+    jit_dir = Path(flashinfer.jit.__file__).parent
+    for path in sorted(jit_dir.rglob("*.py")):
+        if f"def {function_name}(" not in path.read_text():
+            continue
+        module = ".".join(("flashinfer.jit", *path.relative_to(jit_dir).with_suffix("").parts))
+        module = module.removesuffix(".__init__")
+        function = getattr(importlib.import_module(module), function_name)
+        if _build_inputs(function(**args)) == _build_inputs(spec):
+            return f"{module}:{function_name}"
+    raise RuntimeError(f"{spec.name}: made by {generator}, outside flashinfer.jit, and no "
+                       f"flashinfer.jit.*:{function_name} re-creates it (the manifest needs one)")
 
 
 def _jit_spec_classes(base: type) -> list[type]:
@@ -301,13 +341,14 @@ def run_workload(tree: Path, name: str, arch: str) -> dict[str, Any]:
 
     use_source_tree_data(tree)
 
-    targets = sorted(f"{major}.{minor}" for major, minor in core.current_compilation_context.TARGET_CUDA_ARCHS)
-    recorder = SpecRecorder()
+    archs = core.current_compilation_context.TARGET_CUDA_ARCHS
+    targets = sorted(f"{major}.{minor}" for major, minor in archs)
+    recorder = SpecRecorder(Path(flashinfer.__file__).parent)
     recorder.install()
     workload = importlib.import_module(f"workloads.{name}")
     with device.active():
         for step in workload.steps():
-            recorder.api, recorder.getter_fallback = step.api, step.getter_fallback
+            recorder.api = step.api
             step.run()
     sys.setprofile(None)
     from flashinfer.cute_dsl.availability import is_cute_dsl_available
@@ -345,7 +386,6 @@ def _in_fresh_process(tree: Path, arch: str, *args: str) -> Any:
 def trace(tree: Path, arch: str) -> dict[str, Any]:
     from workloads import WORKLOADS
 
-    started = time.monotonic()
     results = {name: _in_fresh_process(tree, arch, "--worker", name) for name in WORKLOADS}
     first = next(iter(results.values()))
     return {
@@ -355,20 +395,24 @@ def trace(tree: Path, arch: str) -> dict[str, Any]:
         "targets": first["targets"],
         "flashinfer": first["flashinfer"],
         "cute_dsl_available": first["cute_dsl_available"],
-        "trace_seconds": round(time.monotonic() - started, 1),
         "workloads": {name: r["specs"] for name, r in results.items()},
         "not_aot": {name: r["not_aot"] for name, r in results.items() if r["not_aot"]},
     }
 
 
-def manifest_from_trace(traced: dict[str, Any], trace_path: str) -> dict[str, Any]:
+def manifest_from_trace(traced: dict[str, Any], trace_path: str | None) -> dict[str, Any]:
+    """The de-duplicated union of the workloads' specs, in first-use order; `trace` (relative to
+    the project root) makes `make wheel` check the wheel against the trace."""
     modules: dict[str, dict[str, Any]] = {}
     for specs in traced["workloads"].values():
         for spec in specs:
             entry = {"name": spec["name"], "generator": spec["generator"], "args": spec["args"]}
             if modules.setdefault(spec["name"], entry) != entry:
                 raise RuntimeError(f"{spec['name']}: two generator calls give this module name")
-    return {"description": MANIFEST_DESCRIPTION, "trace": trace_path, "modules": list(modules.values())}
+    manifest: dict[str, Any] = {"description": MANIFEST_DESCRIPTION}
+    if trace_path:
+        manifest["trace"] = trace_path
+    return manifest | {"modules": list(modules.values())}
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -395,13 +439,16 @@ def main() -> None:
     elif args.verify:
         print(json.dumps(_in_fresh_process(tree, args.arch, "--verify-worker", str(args.verify.resolve()))))
     else:
+        started = time.monotonic()
         traced = trace(tree, args.arch)
         if args.trace:
             write_json(args.trace, traced)
         if args.manifest:
-            write_json(args.manifest, manifest_from_trace(traced, str(args.trace or "")))
+            trace_path = os.path.relpath(args.trace.resolve(), PROJECT) if args.trace else None
+            write_json(args.manifest, manifest_from_trace(traced, trace_path))
         print(json.dumps({name: [s["name"] for s in specs] for name, specs in traced["workloads"].items()},
                          indent=2))
+        print(f"traced in {time.monotonic() - started:.1f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":

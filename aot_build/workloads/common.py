@@ -1,5 +1,6 @@
-"""Tensors and FlashInfer calls shared by the workloads: "cuda" tensors are FakeTensors while
-tracing (no data), host metadata (indptrs, page tables for plan()) are real CPU tensors."""
+"""Tensors and FlashInfer calls shared by the workloads. While tracing, "cuda" tensors are
+FakeTensors (shapes and dtypes, no data); host metadata for plan() (indptrs, last-page lengths)
+are real CPU tensors, as vLLM passes them."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ import torch
 CUDA = torch.device("cuda")
 BF16 = torch.bfloat16
 WORKSPACE_BYTES = 256 * 1024 * 1024  # vLLM's FLASHINFER_WORKSPACE_BUFFER_SIZE
-PAGE_SIZE = 16  # vLLM's kernel block size for FlashInfer (16/32/64); XQA module names carry it
+PAGE_SIZE = 16  # vLLM's FlashInfer kernel block size (16/32/64); XQA module names carry it
+
+
+@dataclass(frozen=True)
+class Step:
+    """One public FlashInfer call a model stack makes (`api`), and how to make it."""
+
+    api: str
+    run: Callable[[], Any]
 
 
 def cuda(*shape: int, dtype: torch.dtype = BF16) -> torch.Tensor:
@@ -24,7 +33,7 @@ def workspace() -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Batch:
-    """A paged batch: `q_lens` new tokens per request on top of `kv_lens` cached ones."""
+    """A paged batch: `q_lens` new tokens per request on top of `kv_lens` tokens in total."""
 
     q_lens: tuple[int, ...]
     kv_lens: tuple[int, ...]
@@ -49,14 +58,8 @@ class Batch:
     def last_page_len(self) -> torch.Tensor:
         return torch.tensor([(kv - 1) % PAGE_SIZE + 1 for kv in self.kv_lens], dtype=torch.int32)
 
-    def block_tables(self) -> torch.Tensor:
-        return cuda(len(self.kv_lens), max(self.pages), dtype=torch.int32)
 
-    def seq_lens(self) -> torch.Tensor:
-        return cuda(len(self.kv_lens), dtype=torch.int32)
-
-
-PREFILL = Batch(q_lens=(1000, 24), kv_lens=(1000, 536))
+PREFILL = Batch(q_lens=(1000, 24), kv_lens=(1000, 536))  # a new prompt and a chunked-prefill tail
 DECODE = Batch(q_lens=(1, 1, 1, 1), kv_lens=(1001, 537, 77, 4096))
 
 
@@ -66,18 +69,19 @@ def kv_cache(num_kv_heads: int, head_dim: int, num_pages: int = 1024) -> torch.T
 
 
 def append_kv(batch: Batch, num_kv_heads: int, head_dim: int) -> None:
+    """flashinfer.append_paged_kv_cache of the new tokens' K/V (see the workloads' notes)."""
     import flashinfer
 
-    n = batch.num_tokens
+    n, requests = batch.num_tokens, len(batch.q_lens)
     flashinfer.append_paged_kv_cache(
         cuda(n, num_kv_heads, head_dim), cuda(n, num_kv_heads, head_dim),
         cuda(n, dtype=torch.int32), cuda(n, dtype=torch.int32), kv_cache(num_kv_heads, head_dim),
-        cuda(sum(batch.pages), dtype=torch.int32), cuda(len(batch.q_lens) + 1, dtype=torch.int32),
-        cuda(len(batch.q_lens), dtype=torch.int32))
+        cuda(sum(batch.pages), dtype=torch.int32), cuda(requests + 1, dtype=torch.int32),
+        cuda(requests, dtype=torch.int32))
 
 
 def rope(num_tokens: int, num_heads: int, num_kv_heads: int, head_dim: int, rotary_dim: int) -> None:
-    """vllm/model_executor/layers/rotary_embedding/common.py:_flashinfer_rotary_embedding."""
+    """vllm/model_executor/layers/rotary_embedding/common.py: _flashinfer_rotary_embedding."""
     import flashinfer
 
     flashinfer.apply_rope_with_cos_sin_cache_inplace(
@@ -88,41 +92,35 @@ def rope(num_tokens: int, num_heads: int, num_kv_heads: int, head_dim: int, rota
 
 def xqa_decode(num_heads: int, num_kv_heads: int, head_dim: int, window_left: int,
                sinks: torch.Tensor | None) -> None:
-    """SM12x decode: FlashInfer's dedicated XQA API (vLLM #49718, 'decode_backend=xqa')."""
+    """SM12x decode in vLLM's FlashInfer backend: FlashInfer's dedicated XQA API (vLLM #49718,
+    logged as decode_backend=xqa)."""
     from flashinfer.decode import xqa_batch_decode_with_kv_cache
 
-    batch = DECODE
+    requests, max_pages = len(DECODE.kv_lens), max(DECODE.pages)
     xqa_batch_decode_with_kv_cache(
-        query=cuda(len(batch.q_lens), num_heads, head_dim), kv_cache=kv_cache(num_kv_heads, head_dim),
-        workspace_buffer=workspace(), block_tables=batch.block_tables(), seq_lens=batch.seq_lens(),
-        max_seq_len=max(batch.kv_lens), bmm1_scale=head_dim**-0.5, bmm2_scale=1.0,
-        window_left=window_left, sinks=sinks, kv_layout="NHD")
+        query=cuda(requests, num_heads, head_dim), kv_cache=kv_cache(num_kv_heads, head_dim),
+        workspace_buffer=workspace(), block_tables=cuda(requests, max_pages, dtype=torch.int32),
+        seq_lens=cuda(requests, dtype=torch.int32), max_seq_len=max(DECODE.kv_lens),
+        bmm1_scale=head_dim**-0.5, bmm2_scale=1.0, window_left=window_left, sinks=sinks,
+        kv_layout="NHD")
 
 
 def sampling(vocab_size: int) -> list[Step]:
-    """vllm/v1/sample/ops/topk_topp_sampler.py: flashinfer_sample (top-k+top-p from logits,
-    top-p only / top-k only from probs) and the startup build probe
-    _flashinfer_sampling_build_failure (the same top-k+top-p call)."""
-    import flashinfer
+    """vllm/v1/sample/ops/topk_topp_sampler.py: flashinfer_sample (top-k + top-p from logits;
+    top-p only and top-k only from probs) and the start-up probe _flashinfer_sampling_build_failure
+    (the same top-k + top-p call)."""
+    import flashinfer.sampling
 
-    batch = len(DECODE.q_lens)
-    logits, probs = cuda(batch, vocab_size, dtype=torch.float32), cuda(batch, vocab_size, dtype=torch.float32)
-    top_k, top_p = cuda(batch, dtype=torch.int32), cuda(batch, dtype=torch.float32)
+    requests = len(DECODE.q_lens)
+    logits = cuda(requests, vocab_size, dtype=torch.float32)
+    probs = cuda(requests, vocab_size, dtype=torch.float32)
+    top_k, top_p = cuda(requests, dtype=torch.int32), cuda(requests, dtype=torch.float32)
+    sampler = flashinfer.sampling
     return [
         Step("flashinfer.sampling.top_k_top_p_sampling_from_logits",
-         lambda: flashinfer.sampling.top_k_top_p_sampling_from_logits(logits, top_k, top_p, deterministic=True)),
+             lambda: sampler.top_k_top_p_sampling_from_logits(logits, top_k, top_p, deterministic=True)),
         Step("flashinfer.sampling.top_p_sampling_from_probs",
-         lambda: flashinfer.sampling.top_p_sampling_from_probs(probs, top_p, deterministic=True)),
+             lambda: sampler.top_p_sampling_from_probs(probs, top_p, deterministic=True)),
         Step("flashinfer.sampling.top_k_sampling_from_probs",
-         lambda: flashinfer.sampling.top_k_sampling_from_probs(probs, top_k, deterministic=True)),
+             lambda: sampler.top_k_sampling_from_probs(probs, top_k, deterministic=True)),
     ]
-
-
-@dataclass(frozen=True)
-class Step:
-    """One public FlashInfer call a model stack makes. `getter_fallback`: why the real call path
-    cannot run on a CPU-only box, so `run` calls the module getter that path calls instead."""
-
-    api: str
-    run: Callable[[], Any]
-    getter_fallback: str | None = None

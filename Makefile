@@ -43,7 +43,7 @@ pr: venv                ## make pr PATCH=<n | target/n | name>: build/pr/<name>,
 	@test -n "$(PATCH)" || { echo "usage: make pr PATCH=<number or name>"; exit 2; }
 	$(FISERIES) pr $(PATCH)
 
-wheel: venv             ## dist/: patched flashinfer-python + AOT wheel for ARCHS (default 12.1a)
+wheel: venv             ## dist/: patched flashinfer-python + AOT wheel for ARCHS (default 12.1a) [HOST_ARCH=aarch64: cross build]
 	$(FISERIES) wheel --archs "$(ARCHS)" --manifest $(AOT_MANIFEST) --dist $(DIST)
 
 coverage: venv          ## make coverage WHEEL=<jit-cache wheel> [TRACE=...] [ARCHS=...]: traced modules all in it?

@@ -20,6 +20,19 @@ from .errors import SeriesError
 from .series import read_series
 from .tree import Layout, overlay_files
 
+# Cross build (HOST_ARCH=aarch64 on an x86_64 box): the host half of every module (.so, nvcc's host
+# stub objects) is compiled and linked by Debian's aarch64 cross g++; nvcc/cicc/ptxas stay the x86_64
+# toolkit's (device code does not depend on the build machine). See aot_build/CROSS.md.
+CROSS_TRIPLE = {"aarch64": "aarch64-linux-gnu"}
+# aarch64 CUDA link-time libraries, pinned with hashes (`pip download --require-hashes`).
+CROSS_WHEELS = {"aarch64": [
+    ("nvidia-cuda-runtime==13.0.96",  # libcudart.so.13 (+ headers, byte-identical to the toolkit's)
+     "ef9bcbe90493a2b9d810e43d249adb3d02e98dd30200d86607d8d02687c43f55"),
+    ("nvidia-cuda-nvrtc==13.0.88",  # libnvrtc.so.13 (fused_moe_120 links -lnvrtc)
+     "d27f20a0ca67a4bb34268a5e951033496c5b74870b868bacd046b1b8e0c3267b"),
+]}
+ELF_MACHINE = {"x86_64": 62, "aarch64": 183}  # e_machine: EM_X86_64, EM_AARCH64
+
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,79 @@ def build_patched_wheel(stage: Path, dist: Path) -> Path:
     return made[-1]
 
 
+def host_arch() -> str:
+    """The machine the AOT modules run on: HOST_ARCH (make wheel HOST_ARCH=aarch64), else this one."""
+    arch = os.environ.get("HOST_ARCH") or platform.machine()
+    if arch != platform.machine() and (platform.machine(), arch) != ("x86_64", "aarch64"):
+        raise SeriesError(f"HOST_ARCH={arch} on a {platform.machine()} build machine: only x86_64 -> aarch64 "
+                          "cross builds are supported")
+    return arch
+
+
+def elf_machine(so: Path) -> int:
+    header = so.read_bytes()[:20]
+    if header[:4] != b"\x7fELF":
+        raise SeriesError(f"{so} is not an ELF file")
+    return int.from_bytes(header[18:20], "little")
+
+
+def cross_cuda_home(work: Path, arch: str) -> Path:
+    """A CUDA_HOME for cross builds: the toolkit's bin/, nvvm/ and include/ (links), and under
+    targets/<arch>-linux/lib (= lib64) the pinned aarch64 libcudart/libnvrtc and a libcuda stub.
+
+    nvcc, given an aarch64 -ccbin, looks for targets/aarch64-linux/{include,lib}; the links in bin/
+    make nvcc take this directory as its TOP (it resolves nvcc.profile next to argv[0])."""
+    toolkit = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda"))
+    home = work / f"cuda-{arch}"
+    if home.exists():
+        shutil.rmtree(home)
+    lib = home / "targets" / f"{arch}-linux" / "lib"
+    (lib / "stubs").mkdir(parents=True)
+    (home / "bin").mkdir()
+    for tool in sorted((toolkit / "bin").iterdir()):
+        (home / "bin" / tool.name).symlink_to(tool)
+    for name in ("nvvm", "include"):
+        (home / name).symlink_to(toolkit / name)
+    (lib.parent / "include").symlink_to(toolkit / "include")
+    (home / "lib64").symlink_to(lib.relative_to(home))
+    wheels = work / f"wheels-{arch}"
+    wheels.mkdir(parents=True, exist_ok=True)
+    requirements = wheels / "requirements.txt"
+    requirements.write_text("".join(f"{spec} --hash=sha256:{digest}\n" for spec, digest in CROSS_WHEELS[arch]))
+    run_logged([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                "--require-hashes", "--platform", f"manylinux2014_{arch}", "--python-version", "3.11",
+                "-d", str(wheels), "-r", str(requirements)], dict(os.environ), f"downloading {arch} CUDA libraries")
+    for wheel in sorted(wheels.glob("*.whl")):
+        with zipfile.ZipFile(wheel) as zf:
+            for member in zf.namelist():
+                if member.startswith("nvidia/cu13/lib/lib") and ".so" in member:
+                    target = lib / Path(member).name
+                    target.write_bytes(zf.read(member))
+                    short = target.name.split(".so")[0] + ".so"  # libcudart.so.13 -> libcudart.so
+                    if short != target.name and not (lib / short).exists():
+                        (lib / short).symlink_to(target.name)
+    stub = lib / "stubs"
+    (stub / "empty.c").write_text("/* link-time stub for libcuda.so.1 */\n")
+    run_logged([f"{CROSS_TRIPLE[arch]}-gcc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o",
+                str(stub / "libcuda.so"), str(stub / "empty.c")], dict(os.environ), f"building the {arch} libcuda stub")
+    return home
+
+
+def cross_binutils_dir(work: Path, arch: str) -> Path:
+    """`ld` and `objcopy` of the target, first on PATH: tvm_ffi.utils.embed_cubin (modules with
+    embedded cubins) runs them by plain name to wrap a cubin into a host object."""
+    bindir = work / f"binutils-{arch}"
+    bindir.mkdir(parents=True, exist_ok=True)
+    for tool in ("ld", "objcopy"):
+        link = bindir / tool
+        if not link.exists():
+            found = shutil.which(f"{CROSS_TRIPLE[arch]}-{tool}")
+            if found is None:
+                raise SeriesError(f"{CROSS_TRIPLE[arch]}-{tool} not found: apt-get install g++-{CROSS_TRIPLE[arch]}")
+            link.symlink_to(found)
+    return bindir
+
+
 def driver_stub_dir(work: Path) -> Path:
     """A link-time stand-in for the CUDA driver (`-lcuda`), as the toolkit's lib64/stubs provides.
 
@@ -121,18 +207,28 @@ def ninja_seconds_per_module(ninja_log: Path, names: list[str]) -> dict[str, flo
     return {name: round(value, 1) for name, value in seconds.items()}
 
 
-def aot_build_env(work: Path, stage: Path, archs: list[str]) -> dict[str, str]:
-    """Environment for FlashInfer's own AOT build in the staged source tree."""
+def aot_build_env(work: Path, stage: Path, archs: list[str], arch: str) -> dict[str, str]:
+    """Environment for FlashInfer's own AOT build in the staged source tree; for a cross build
+    (arch != this machine) FlashInfer's own knobs select the target toolchain: CC is passed to
+    nvcc as -ccbin (and makes nvcc pick targets/<arch>-linux), CXX links, CUDA_HOME gives -L."""
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # the venv's ninja
-    return dict(os.environ, PATH=path, PYTHONPATH=str(stage), FLASHINFER_CUDA_ARCH_LIST=" ".join(archs),
-                CUDA_HOME=os.environ.get("CUDA_HOME", "/usr/local/cuda"),
-                CPATH=str(library_headers_dir(work)),
-                LIBRARY_PATH=str(driver_stub_dir(work)),
-                MAX_JOBS=os.environ.get("MAX_JOBS", str(os.cpu_count() or 1)))
+    env = dict(os.environ, PATH=path, PYTHONPATH=str(stage), FLASHINFER_CUDA_ARCH_LIST=" ".join(archs),
+               CUDA_HOME=os.environ.get("CUDA_HOME", "/usr/local/cuda"),
+               CPATH=str(library_headers_dir(work)),
+               LIBRARY_PATH=str(driver_stub_dir(work)),
+               MAX_JOBS=os.environ.get("MAX_JOBS", str(os.cpu_count() or 1)))
+    if arch != platform.machine():
+        compiler = shutil.which(f"{CROSS_TRIPLE[arch]}-g++")
+        if compiler is None:
+            raise SeriesError(f"HOST_ARCH={arch} needs {CROSS_TRIPLE[arch]}-g++: apt-get install g++-{CROSS_TRIPLE[arch]}")
+        env.update(CC=compiler, CXX=compiler, CUDA_HOME=str(cross_cuda_home(work, arch)),
+                   PATH=f"{cross_binutils_dir(work, arch)}{os.pathsep}{path}")
+        env.pop("LIBRARY_PATH")  # the x86_64 libcuda stub; the aarch64 one is in $CUDA_HOME/lib64/stubs
+    return env
 
 
 def build_aot_modules(layout: Layout, stage: Path, archs: list[str], manifest: Path,
-                      out: Path) -> list[dict[str, object]]:
+                      out: Path, arch: str) -> list[dict[str, object]]:
     """Compile the manifest's modules with upstream's `flashinfer.aot --manifest` in the staged
     source tree; check each .so's SASS targets and record its size, build time and resources."""
     work = layout.build / "aot"
@@ -140,7 +236,7 @@ def build_aot_modules(layout: Layout, stage: Path, archs: list[str], manifest: P
     for stale in (build_dir, out):
         if stale.exists():
             shutil.rmtree(stale)
-    env = aot_build_env(work, stage, archs)
+    env = aot_build_env(work, stage, archs, arch)
     names = [str(entry["name"]) for entry in json.loads(manifest.read_text())["modules"]]
     run_logged([sys.executable, "-m", "flashinfer.aot", "--manifest", str(manifest.resolve()),
                 "--out-dir", str(out.resolve()), "--build-dir", str(build_dir.resolve())],
@@ -153,6 +249,9 @@ def build_aot_modules(layout: Layout, stage: Path, archs: list[str], manifest: P
         so = out / name / f"{name}.so"
         if not so.is_file():
             raise SeriesError(f"AOT build of {manifest.name} did not produce {name}/{name}.so")
+        if elf_machine(so) != ELF_MACHINE[arch]:
+            raise SeriesError(f"AOT module {so.name} is not a {arch} shared object (ELF e_machine "
+                              f"{elf_machine(so)}); the host toolchain was not the {arch} one")
         found = elf_archs(so, cuobjdump)
         if found != wanted:
             raise SeriesError(f"AOT module {so.name} holds SASS for {sorted(found)}, expected exactly "
@@ -195,7 +294,7 @@ def write_wheel(dist: Path, name: str, version: str, tag: str, files: dict[str, 
 
 
 def build_aot_wheel(layout: Layout, version: str, archs: list[str], modules_dir: Path,
-                    modules: list[dict[str, object]], dist: Path) -> Path:
+                    modules: list[dict[str, object]], dist: Path, arch: str) -> Path:
     package = layout.lock.root / "aot_build" / "package" / "flashinfer_jit_cache"
     manifest = {"version": version, "upstream_commit": layout.lock.main.revision,
                 "cuda_architectures": cuda_arch_names(archs),
@@ -204,7 +303,7 @@ def build_aot_wheel(layout: Layout, version: str, archs: list[str], modules_dir:
              "flashinfer_jit_cache/jit_cache/manifest.json": (json.dumps(manifest, indent=2) + "\n").encode()}
     for so in sorted(modules_dir.rglob("*.so")):
         files[f"flashinfer_jit_cache/jit_cache/{so.relative_to(modules_dir)}"] = so.read_bytes()
-    tag = f"py3-none-linux_{platform.machine()}"
+    tag = f"py3-none-linux_{arch}"
     return write_wheel(dist, "flashinfer-jit-cache", version, tag, files)
 
 
@@ -218,10 +317,11 @@ def build_wheels(layout: Layout, archs: list[str], manifest: Path, dist: Path) -
     stage_tree(layout, stage, version)
     patched = build_patched_wheel(stage, dist)
     modules_dir = layout.build / "aot" / "modules"
+    arch = host_arch()
     started = time.monotonic()
-    modules = build_aot_modules(layout, stage, archs, manifest, modules_dir)
+    modules = build_aot_modules(layout, stage, archs, manifest, modules_dir, arch)
     aot_seconds = round(time.monotonic() - started, 1)
-    aot = build_aot_wheel(layout, version, archs, modules_dir, modules, dist)
+    aot = build_aot_wheel(layout, version, archs, modules_dir, modules, dist, arch)
     trace = json.loads(manifest.read_text()).get("trace")
     coverage = require_coverage(aot, layout.lock.root / trace, archs) if trace else []
     record = {
@@ -231,7 +331,8 @@ def build_wheels(layout: Layout, archs: list[str], manifest: Path, dist: Path) -
         "series_sha256": series_hash(layout),
         "patches": {t.name: [p.name for p in read_series(layout.series_file(t))] for t in layout.lock.targets},
         "archs": archs,
-        "host_arch": platform.machine(),
+        "host_arch": arch,
+        "build_arch": platform.machine(),
         "aot_manifest": manifest.name,
         "aot_build": {"wall_seconds": aot_seconds, "jobs": int(os.environ.get("MAX_JOBS", os.cpu_count() or 1))},
         "modules": modules,

@@ -130,3 +130,21 @@ def test_coverage_checker(wheels: dict, tmp_path: Path) -> None:
     assert any("sampling" in line and "runtime JIT" in line for line in result.lines())
     wrong = check_coverage(aot, trace, ["12.0a"])
     assert wrong.wrong_archs == {"norm": ["sm_121a"], "norm_quant": ["sm_121a"]}
+
+
+def test_cross_build_aarch64(checked: str, tmp_path: Path) -> None:
+    """`make wheel HOST_ARCH=aarch64` on x86_64: aarch64 host code, sm_121a SASS, linux_aarch64 tag."""
+    import platform
+    import shutil
+
+    if platform.machine() != "x86_64" or shutil.which("aarch64-linux-gnu-g++") is None:
+        pytest.skip("needs an x86_64 box with Debian's g++-aarch64-linux-gnu (see aot_build/CROSS.md)")
+    env = dict(os.environ, HOST_ARCH="aarch64")
+    proc = subprocess.run([sys.executable, "-m", "fiseries", "--root", str(ROOT), "wheel", "--archs", "12.1a",
+                           "--dist", str(tmp_path)], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (aot,) = tmp_path.glob("flashinfer_jit_cache-*-py3-none-linux_aarch64.whl")
+    with zipfile.ZipFile(aot) as zf:
+        so = Path(zf.extract("flashinfer_jit_cache/jit_cache/norm_quant/norm_quant.so", tmp_path))
+    assert int.from_bytes(so.read_bytes()[18:20], "little") == 183  # e_machine EM_AARCH64
+    assert elf_archs(so, find_cuobjdump()) == {"sm_121a"}

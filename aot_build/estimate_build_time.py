@@ -5,6 +5,8 @@ Writes every module's ninja file with upstream's own AOT setup (`flashinfer.aot 
 module's translation units one at a time (all of them for modules of <= --full-below units) and
 extrapolates: module serial time = mean sampled unit time x units. Wall time on N cores is
 estimated as max(serial total / N, longest unit): a lower bound that assumes memory for N jobs.
+Module size: modules built in full are linked and their .so measured; for sampled modules the
+.so is estimated as mean sampled object size x units (device code dominates; linking adds little).
 
     .venv/bin/python aot_build/estimate_build_time.py --manifest aot_build/manifests/sm121_decode.json
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import subprocess
@@ -47,6 +50,13 @@ def sample(units: list[str], count: int) -> list[str]:
     return [units[int(i * step)] for i in range(count)]
 
 
+def run_ninja(ninja: Path, env: dict[str, str], build_dir: Path, name: str, *targets: str) -> None:
+    proc = subprocess.run(["ninja", "-f", str(ninja), "-j1", *targets], env=env, cwd=build_dir,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{name}: building {' '.join(targets) or 'the module'} failed:\n{proc.stdout[-3000:]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--manifest", type=Path, required=True)
@@ -70,32 +80,41 @@ def main() -> None:
         ninja = build_dir / "cached_ops" / name / "build.ninja"
         units = UNIT.findall(ninja.read_text())
         chosen = units if len(units) < args.full_below else sample(units, args.samples)
-        seconds = []
+        seconds, object_bytes = [], []
         for unit in chosen:
             start = time.monotonic()
-            proc = subprocess.run(["ninja", "-f", str(ninja), "-j1", unit], env=env, cwd=build_dir,
-                                  capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise SystemExit(f"{name}: building {unit} failed:\n{proc.stdout[-3000:]}")
+            run_ninja(ninja, env, build_dir, name, unit)
             seconds.append(time.monotonic() - start)
+            object_bytes.append((build_dir / unit).stat().st_size)
         mean = sum(seconds) / len(seconds) if seconds else 0.0
+        if len(chosen) == len(units):
+            run_ninja(ninja, env, build_dir, name)  # links the .so
+            (so,) = ninja.parent.glob("*.so")
+            so_bytes, size_kind = so.stat().st_size, "linked"
+        else:
+            so_bytes, size_kind = round(sum(object_bytes) / len(object_bytes) * len(units)), "objects x units"
         modules.append({"module": name, "units": len(units), "sampled": len(chosen),
                         "sampled_seconds": [round(s, 1) for s in seconds],
                         "serial_seconds_est": round(mean * len(units), 1),
-                        "longest_unit_seconds": round(max(seconds, default=0.0), 1)})
+                        "longest_unit_seconds": round(max(seconds, default=0.0), 1),
+                        "so_bytes": so_bytes, "so_bytes_kind": size_kind})
         print(json.dumps(modules[-1]), flush=True)
     serial = sum(m["serial_seconds_est"] for m in modules)
     longest = max((m["longest_unit_seconds"] for m in modules), default=0.0)
     walls = {str(n): round(max(serial / n, longest), 1) for n in args.cores}
+    total_bytes = sum(m["so_bytes"] for m in modules)
     record = {"manifest": args.manifest.name, "archs": args.archs, "host": platform.machine(),
-              "modules": modules, "serial_seconds_est": round(serial, 1), "wall_seconds_est_by_cores": walls}
+              "cpus": os.cpu_count(), "modules": modules, "serial_seconds_est": round(serial, 1),
+              "wall_seconds_est_by_cores": walls, "so_bytes_total": total_bytes}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "estimate.json").write_text(json.dumps(record, indent=1) + "\n")
-    lines = ["| module | units | sampled | s per unit (sampled) | serial s (est.) |", "|---|---|---|---|---|"]
+    lines = ["| module | units | sampled | s per unit (sampled) | serial s (est.) | .so MB |",
+             "|---|---|---|---|---|---|"]
     lines += [f"| {m['module']} | {m['units']} | {m['sampled']} | "
-              f"{', '.join(str(s) for s in m['sampled_seconds'])} | {m['serial_seconds_est']} |" for m in modules]
-    lines += ["", f"serial total {serial / 60:.0f} min; wall on " +
-              ", ".join(f"{n} cores ≈ {float(w) / 60:.0f} min" for n, w in walls.items())]
+              f"{', '.join(str(s) for s in m['sampled_seconds'])} | {m['serial_seconds_est']} | "
+              f"{m['so_bytes'] / 1e6:.2f}{'' if m['so_bytes_kind'] == 'linked' else ' (est.)'} |" for m in modules]
+    lines += ["", f"modules total {total_bytes / 1e6:.1f} MB; serial total {serial / 60:.1f} min; wall on " +
+              ", ".join(f"{n} cores ≈ {float(w) / 60:.1f} min" for n, w in walls.items())]
     (args.out / "estimate.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

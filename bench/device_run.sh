@@ -19,7 +19,7 @@ if [ "$WHAT" = tests ] || [ "$WHAT" = all ]; then
   python3 -m pytest -q -p no:cacheprovider "$C/test_norm_quant_fused.py" 2>&1 | tee "$OUT/test_norm_quant_fused.log" | tail -3
 fi
 if [ "$WHAT" = bench ] || [ "$WHAT" = all ]; then
-  python3 "$C/bench_norm_quant_fused.py" --out "$OUT" --series-json "$C/bundle.json" 2>&1 | tee "$OUT/bench.log" | tail -40
+  python3 "$C/bench_norm_quant_fused.py" --eager --out "$OUT" --series-json "$C/bundle.json" 2>&1 | tee "$OUT/bench.log" | tail -40
 fi
 if [ "$WHAT" = aot ] || [ "$WHAT" = all ]; then
   python3 "$C/aot_first_call.py" --site /tmp/site_patched --tvm /tmp/tvm --aot-wheel "$C"/aot/*.whl --out "$OUT" 2>&1 | tee "$OUT/aot_first_call.log" | tail -20

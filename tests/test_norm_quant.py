@@ -73,7 +73,7 @@ def _gpu_reason() -> str | None:
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     if proc.stdout.strip() != "True":
         return ("no SM89+ CUDA GPU on this machine: the runtime tests of the fused norm->FP8/MXFP8 "
-                "kernels ran on the lent H100 (bench/results/norm_quant_fused*.md); run `make test` on a GPU box")
+                "kernels ran on the lent H100 and H200 (bench/results/norm_quant_fused_tests_h*.log); run `make test` on a GPU box")
     return None
 
 

@@ -158,25 +158,29 @@ def cross_binutils_dir(work: Path, arch: str) -> Path:
     return bindir
 
 
-def driver_stub_dir(work: Path) -> Path:
-    """A link-time stand-in for the CUDA driver (`-lcuda`), as the toolkit's lib64/stubs provides.
+def link_libraries_dir(work: Path) -> Path:
+    """Link-time libraries the minimal toolkit lacks, for LIBRARY_PATH: a stand-in for the CUDA
+    driver (`-lcuda`, as the toolkit's lib64/stubs provides) and the pinned NVRTC (`-lnvrtc`).
 
-    The JIT link line asks for -lcuda; on a build box without a driver or the toolkit's stubs
-    we link against an empty libcuda.so whose soname is libcuda.so.1, so the module records
-    the same DT_NEEDED entry and binds to the real driver when it is loaded on a GPU machine.
+    On a build box without a driver or the toolkit's stubs we link against an empty libcuda.so
+    whose soname is libcuda.so.1, so the module records the same DT_NEEDED entry and binds to the
+    real driver when it is loaded on a GPU machine; libnvrtc.so links to the wheel's libnvrtc.so.13.
     """
-    stub = work / "driver-stub"
+    stub = work / "link-libraries"
     lib = stub / "libcuda.so"
     if not lib.exists():
         stub.mkdir(parents=True, exist_ok=True)
         (stub / "empty.c").write_text("/* link-time stub for libcuda.so.1 */\n")
         run_logged(["cc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", str(lib),
                     str(stub / "empty.c")], dict(os.environ), "building the libcuda link stub")
+    nvrtc = stub / "libnvrtc.so"
+    if not nvrtc.is_symlink():
+        nvrtc.symlink_to(nvidia_cu13_dir() / "lib" / "libnvrtc.so.13")
     return stub
 
 
 def library_headers_dir(work: Path) -> Path:
-    """Only the cuBLAS/cuRAND headers from the pinned PyPI wheels, for CPATH.
+    """Only the cuBLAS/cuRAND/NVRTC headers from the pinned PyPI wheels, for CPATH.
 
     nvidia/cu13/include also holds crt/ headers of other CUDA versions that must not shadow
     the toolkit's own, so the build sees links to just these libraries' headers.
@@ -187,7 +191,7 @@ def library_headers_dir(work: Path) -> Path:
     dest.mkdir(parents=True)
     source = nvidia_cu13_dir() / "include"
     for header in sorted(source.glob("*.h")):
-        if header.name.startswith(("cublas", "curand")):
+        if header.name.startswith(("cublas", "curand", "nvrtc")):
             (dest / header.name).symlink_to(header)
     return dest
 
@@ -215,7 +219,7 @@ def aot_build_env(work: Path, stage: Path, archs: list[str], arch: str) -> dict[
     env = dict(os.environ, PATH=path, PYTHONPATH=str(stage), FLASHINFER_CUDA_ARCH_LIST=" ".join(archs),
                CUDA_HOME=os.environ.get("CUDA_HOME", "/usr/local/cuda"),
                CPATH=str(library_headers_dir(work)),
-               LIBRARY_PATH=str(driver_stub_dir(work)),
+               LIBRARY_PATH=str(link_libraries_dir(work)),
                MAX_JOBS=os.environ.get("MAX_JOBS", str(os.cpu_count() or 1)))
     if arch != platform.machine():
         compiler = shutil.which(f"{CROSS_TRIPLE[arch]}-g++")
@@ -223,7 +227,7 @@ def aot_build_env(work: Path, stage: Path, archs: list[str], arch: str) -> dict[
             raise SeriesError(f"HOST_ARCH={arch} needs {CROSS_TRIPLE[arch]}-g++: apt-get install g++-{CROSS_TRIPLE[arch]}")
         env.update(CC=compiler, CXX=compiler, CUDA_HOME=str(cross_cuda_home(work, arch)),
                    PATH=f"{cross_binutils_dir(work, arch)}{os.pathsep}{path}")
-        env.pop("LIBRARY_PATH")  # the x86_64 libcuda stub; the aarch64 one is in $CUDA_HOME/lib64/stubs
+        env.pop("LIBRARY_PATH")  # x86_64 libcuda stub and libnvrtc; the aarch64 ones are in $CUDA_HOME/lib64
     return env
 
 

@@ -17,7 +17,7 @@ from fiseries.lock import LOCK_NAME, load_lock
 from fiseries.tree import Layout
 from fiseries.coverage import check_coverage
 from fiseries.cuda import elf_archs, find_cuobjdump
-from fiseries.wheel import patch_count
+from fiseries.wheel import aot_build_env, host_arch, patch_count
 
 pytestmark = pytest.mark.upstream
 
@@ -148,3 +148,18 @@ def test_cross_build_aarch64(checked: str, tmp_path: Path) -> None:
         so = Path(zf.extract("flashinfer_jit_cache/jit_cache/norm_quant/norm_quant.so", tmp_path))
     assert int.from_bytes(so.read_bytes()[18:20], "little") == 183  # e_machine EM_AARCH64
     assert elf_archs(so, find_cuobjdump()) == {"sm_121a"}
+
+
+def test_aot_env_provides_what_the_minimal_toolkit_lacks(tmp_path: Path) -> None:
+    """The AOT build env adds the cuBLAS/NVRTC headers and the -lcuda / -lnvrtc link libraries
+    from pinned wheels: fused_moe_120 (deepgemm_jit_setup.cu) includes nvrtc.h and links -lnvrtc."""
+    env = aot_build_env(tmp_path / "work", tmp_path, ["12.1a"], host_arch())
+    source = tmp_path / "probe.cu"
+    source.write_text("#include <cublas_v2.h>\n#include <nvrtc.h>\n#include <cuda.h>\n"
+                      "extern \"C\" int probe() { int major, minor; nvrtcVersion(&major, &minor);\n"
+                      "  CUdevice d; return int(cuDeviceGet(&d, 0)) + major; }\n")
+    nvcc = Path(env["CUDA_HOME"]) / "bin" / "nvcc"
+    subprocess.run([str(nvcc), "-shared", "-Xcompiler", "-fPIC", str(source), "-o", str(tmp_path / "probe.so"),
+                    "-lnvrtc", "-lcuda"], env=env, check=True, capture_output=True)
+    needed = subprocess.run(["readelf", "-d", str(tmp_path / "probe.so")], capture_output=True, text=True).stdout
+    assert "libnvrtc.so.13" in needed  # the pinned wheel's soname: binds to torch's NVRTC on the target

@@ -2,11 +2,14 @@
 
 Writes every module's ninja file with upstream's own AOT setup (`flashinfer.aot --manifest`, whose
 `build_jit_specs` step is replaced by writing the ninja files), then compiles a sample of each
-module's translation units one at a time (all of them for modules of <= --full-below units) and
-extrapolates: module serial time = mean sampled unit time x units. Wall time on N cores is
+module's translation units one at a time (all of them for modules of < --full-below units) and
+extrapolates. Units are sampled per family (the name with its numbers removed: generated kernel
+files come in families whose cost differs by orders of magnitude, e.g. sm90 instantiations that
+compile to nothing for sm_121a next to SM120 block-scaled ones of minutes): module serial time =
+sum over families of mean sampled unit time x units of the family. Wall time on N cores is
 estimated as max(serial total / N, longest unit): a lower bound that assumes memory for N jobs.
 Module size: modules built in full are linked and their .so measured; for sampled modules the
-.so is estimated as mean sampled object size x units (device code dominates; linking adds little).
+.so is estimated the same way from object sizes (device code dominates; linking adds little).
 
     .venv/bin/python aot_build/estimate_build_time.py --manifest aot_build/manifests/sm121_decode.json
 
@@ -42,8 +45,16 @@ aot.compile_and_package_modules(None, Path(sys.argv[2]), Path.cwd(), manifest=Pa
 UNIT = re.compile(r"^build (\S+\.o): (?:cuda_)?compile ", re.M)
 
 
+def families(units: list[str]) -> dict[str, list[str]]:
+    """Units by family: file name with digit runs replaced (`..._M128_BS_group3...` -> `..._MN_BS_groupN...`)."""
+    grouped: dict[str, list[str]] = {}
+    for unit in units:
+        grouped.setdefault(re.sub(r"\d+", "N", Path(unit).name), []).append(unit)
+    return grouped
+
+
 def sample(units: list[str], count: int) -> list[str]:
-    """`count` units spread evenly over the module's list (generated instantiations come in families)."""
+    """`count` units spread evenly over a family's list."""
     if len(units) <= count:
         return units
     step = len(units) / count
@@ -61,7 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--manifest", type=Path, required=True)
     parser.add_argument("--archs", default="12.1a")
-    parser.add_argument("--samples", type=int, default=2, help="units compiled per large module")
+    parser.add_argument("--samples", type=int, default=1, help="units compiled per family of a large module")
     parser.add_argument("--full-below", type=int, default=4, help="build every unit of smaller modules")
     parser.add_argument("--cores", type=int, nargs="+", default=[2, 16])
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "aot-estimate")
@@ -79,23 +90,30 @@ def main() -> None:
     for name in names:
         ninja = build_dir / "cached_ops" / name / "build.ninja"
         units = UNIT.findall(ninja.read_text())
-        chosen = units if len(units) < args.full_below else sample(units, args.samples)
-        seconds, object_bytes = [], []
-        for unit in chosen:
-            start = time.monotonic()
-            run_ninja(ninja, env, build_dir, name, unit)
-            seconds.append(time.monotonic() - start)
-            object_bytes.append((build_dir / unit).stat().st_size)
-        mean = sum(seconds) / len(seconds) if seconds else 0.0
-        if len(chosen) == len(units):
+        full = len(units) < args.full_below
+        serial_est = 0.0
+        bytes_est = 0.0
+        seconds: list[float] = []
+        for family in families(units).values():
+            chosen = family if full else sample(family, args.samples)
+            family_seconds, family_bytes = [], []
+            for unit in chosen:
+                start = time.monotonic()
+                run_ninja(ninja, env, build_dir, name, unit)
+                family_seconds.append(time.monotonic() - start)
+                family_bytes.append((build_dir / unit).stat().st_size)
+            serial_est += sum(family_seconds) / len(chosen) * len(family)
+            bytes_est += sum(family_bytes) / len(chosen) * len(family)
+            seconds += family_seconds
+        if full:
             run_ninja(ninja, env, build_dir, name)  # links the .so
             (so,) = ninja.parent.glob("*.so")
             so_bytes, size_kind = so.stat().st_size, "linked"
         else:
-            so_bytes, size_kind = round(sum(object_bytes) / len(object_bytes) * len(units)), "objects x units"
-        modules.append({"module": name, "units": len(units), "sampled": len(chosen),
+            so_bytes, size_kind = round(bytes_est), "objects x units"
+        modules.append({"module": name, "units": len(units), "sampled": len(seconds),
                         "sampled_seconds": [round(s, 1) for s in seconds],
-                        "serial_seconds_est": round(mean * len(units), 1),
+                        "serial_seconds_est": round(serial_est, 1),
                         "longest_unit_seconds": round(max(seconds, default=0.0), 1),
                         "so_bytes": so_bytes, "so_bytes_kind": size_kind})
         print(json.dumps(modules[-1]), flush=True)

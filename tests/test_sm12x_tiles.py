@@ -61,3 +61,20 @@ def test_small_tile_compile_pins(checked: str, tmp_path: Path) -> None:
     records = [json.loads(line) for line in report.read_text().splitlines()]
     assert len(records) == 4 and all(len(r["kernels"]) == 2 for r in records)
     (ROOT / "build" / "sm12x_tile_pins.json").write_text(json.dumps(records, indent=1) + "\n")
+
+
+@pytest.mark.compile
+def test_sfa_layout_model(checked: str, tmp_path: Path) -> None:
+    """The patched mainloops' SFA producer/consumer index math, evaluated on the host from CUTLASS's
+    own types, equals an independent Python model for every tile config (TileM 32 ... 256)."""
+    proc = _run_suite(tmp_path, str(SUITE / "test_sm12x_sfa_layout.py"))
+    assert proc.returncode == 0 and " passed" in proc.stdout and "skipped" not in proc.stdout, \
+        proc.stdout[-6000:] + proc.stderr[-2000:]
+
+
+def test_sm12x_moe_numerics_skip_here(checked: str, tmp_path: Path) -> None:
+    """The SM12x runtime test collects, and off SM12x skips with its reason (it runs with one
+    command on an SM120/SM121 GPU: `pytest tests/sm12x_tiles/test_sm12x_small_m_moe.py`)."""
+    proc = _run_suite(tmp_path, "-rs", str(SUITE / "test_sm12x_small_m_moe.py"), PYTHONPATH=str(SUITE.parent.parent))
+    assert proc.returncode == 0 and " passed" not in proc.stdout, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "SM120/SM121 GPU" in proc.stdout, proc.stdout[-4000:]

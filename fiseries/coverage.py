@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import SeriesError
-from .cuda import cuda_arch_names, elf_archs, find_cuobjdump
+from .cuda import cuda_arch_names, elf_archs, find_cuobjdump, sass_matches
 
 JIT_CACHE_DIR = "flashinfer_jit_cache/jit_cache/"
 
@@ -63,7 +63,7 @@ def check_coverage(wheel: Path, trace: Path, archs: list[str]) -> Coverage:
                     checked[name] = sorted(elf_archs(Path(so), cuobjdump))
                     Path(so).unlink()
     for name, found in checked.items():
-        if found == wanted:
+        if sass_matches(set(found), set(wanted)):
             result.covered.append(name)
         else:
             result.wrong_archs[name] = found

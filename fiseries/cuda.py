@@ -13,7 +13,8 @@ from pathlib import Path
 from .errors import SeriesError
 
 ARCH_RE = re.compile(r"^\d+\.\d+[af]?$")
-ELF_ARCH = re.compile(r"\.(sm_\d+[af]?)\.cubin")
+ELF_ARCH = re.compile(r"^arch = (sm_\d+[af]?)$", re.M)
+SASS_NAME = re.compile(r"^sm_(\d+)(\d)([af]?)$")
 
 
 def cuda_arch_names(archs: list[str]) -> list[str]:
@@ -32,8 +33,29 @@ def run_logged(cmd: list[str], env: dict[str, str], what: str, cwd: Path | None 
 
 
 def elf_archs(so: Path, cuobjdump: str) -> set[str]:
-    out = run_logged([cuobjdump, "--list-elf", str(so)], dict(os.environ), f"cuobjdump --list-elf {so}")
+    """The exact target of every cubin in `so` (sm_121a, sm_120f, sm_120, ...). The cubin file
+    names of --list-elf drop the family suffix, so read each ELF's `arch =` line instead."""
+    out = run_logged([cuobjdump, "--dump-resource-usage", str(so)], dict(os.environ),
+                     f"cuobjdump --dump-resource-usage {so}")
     return set(ELF_ARCH.findall(out))
+
+
+def sass_serves(cubin: str, wanted: str) -> bool:
+    """Whether a cubin built for `cubin` is machine code for the `wanted` target: the same target,
+    or a family-specific cubin (sm_120f) of the same major and a minor <= wanted's, which CUDA runs
+    on every such device. A plain sm_120 cubin does not serve sm_121a (upstream #3294)."""
+    have, want = SASS_NAME.match(cubin), SASS_NAME.match(wanted)
+    if have is None or want is None:
+        raise SeriesError(f"unexpected SASS target {cubin!r} / {wanted!r}")
+    if cubin == wanted:
+        return True
+    return have[3] == "f" and have[1] == want[1] and int(have[2]) <= int(want[2])
+
+
+def sass_matches(found: set[str], wanted: set[str]) -> bool:
+    """Every wanted target is served by some cubin and every cubin serves a wanted target."""
+    return (all(any(sass_serves(c, w) for c in found) for w in wanted)
+            and all(any(sass_serves(c, w) for w in wanted) for c in found))
 
 
 def kernel_resources(so: Path) -> dict[str, dict[str, int]]:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .coverage import require_coverage
-from .cuda import cuda_arch_names, elf_archs, find_cuobjdump, kernel_resources, nvidia_cu13_dir, run_logged
+from .cuda import (cuda_arch_names, elf_archs, find_cuobjdump, kernel_resources, nvidia_cu13_dir, run_logged,
+                   sass_matches)
 from .errors import SeriesError
 from .series import read_series
 from .tree import Layout, overlay_files
@@ -246,6 +247,12 @@ def build_aot_modules(layout: Layout, stage: Path, archs: list[str], manifest: P
                 "--out-dir", str(out.resolve()), "--build-dir", str(build_dir.resolve())],
                env, f"AOT build of {manifest.name} for {' '.join(archs)}", cwd=stage)
     seconds = ninja_seconds_per_module(build_dir / "cached_ops" / ".ninja_log", names)
+    return inspect_aot_modules(out, names, archs, arch, seconds)
+
+
+def inspect_aot_modules(out: Path, names: list[str], archs: list[str], arch: str,
+                        seconds: dict[str, float]) -> list[dict[str, object]]:
+    """Check each built module's host ELF and SASS targets; record size, build time, resources."""
     wanted = {name.replace("sm", "sm_", 1) for name in cuda_arch_names(archs)}
     cuobjdump = find_cuobjdump()
     modules: list[dict[str, object]] = []
@@ -257,9 +264,10 @@ def build_aot_modules(layout: Layout, stage: Path, archs: list[str], manifest: P
             raise SeriesError(f"AOT module {so.name} is not a {arch} shared object (ELF e_machine "
                               f"{elf_machine(so)}); the host toolchain was not the {arch} one")
         found = elf_archs(so, cuobjdump)
-        if found != wanted:
+        if not sass_matches(found, wanted):
             raise SeriesError(f"AOT module {so.name} holds SASS for {sorted(found)}, expected exactly "
-                              f"{sorted(wanted)}; the build did not target the requested archs")
+                              f"{sorted(wanted)} (or their family cubins, e.g. sm_120f for sm_121a); "
+                              "the build did not target the requested archs")
         resources = kernel_resources(so).values()
         modules.append({
             "module": name, "compile_seconds": seconds[name], "bytes": so.stat().st_size,

@@ -305,3 +305,17 @@ def test_rebase_from_submodule_drops_patch_by_patch_id(fake: FakeProject) -> Non
     assert pinned[0]["revision"] == head and pinned[0]["version"] == "1.1"
     assert pinned[1]["revision"] == cutlass_rev
     assert f"Backport {merged}" in (fake.root / "tracking.md").read_text()
+
+
+def test_sass_target_rule() -> None:
+    """A module's cubins must be the requested target or its family cubin; plain sm_120 is not sm_121a."""
+    from fiseries.cuda import sass_matches
+
+    assert sass_matches({"sm_121a"}, {"sm_121a"})
+    assert sass_matches({"sm_120f"}, {"sm_121a"})  # family-specific: runs on every 12.x with minor >= 0
+    assert not sass_matches({"sm_120"}, {"sm_121a"})  # upstream #3294
+    assert not sass_matches({"sm_120a"}, {"sm_121a"})
+    assert not sass_matches({"sm_121f"}, {"sm_120a"})  # a 12.1 family cubin does not run on 12.0
+    assert not sass_matches({"sm_121a", "sm_90a"}, {"sm_121a"})  # a stray target
+    assert not sass_matches({"sm_100f"}, {"sm_121a"})
+    assert sass_matches({"sm_121a", "sm_120a"}, {"sm_121a", "sm_120a"})

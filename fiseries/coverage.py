@@ -29,7 +29,7 @@ class Coverage:
 
     def lines(self) -> list[str]:
         out = [f"{self.wheel}: {len(self.covered)} traced modules present with SASS for exactly "
-               f"{', '.join(self.archs)}"]
+               f"{', '.join(self.archs)} (or its family cubin)"]
         for workload, names in sorted(self.missing.items()):
             out.append(f"  {workload}: not in the wheel (runtime JIT): {', '.join(names)}")
         for name, found in sorted(self.wrong_archs.items()):

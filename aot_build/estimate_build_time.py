@@ -9,7 +9,7 @@ compile to nothing for sm_121a next to SM120 block-scaled ones of minutes): modu
 sum over families of mean sampled unit time x units of the family. Wall time on N cores is
 estimated as max(serial total / N, longest unit): a lower bound that assumes memory for N jobs.
 Module size: modules built in full are linked and their .so measured; for sampled modules the
-.so is estimated the same way from object sizes (device code dominates; linking adds little).
+.so is estimated the same way from object sizes, an upper bound (norm: 2.42 MB of objects, 1.43 MB linked).
 
     .venv/bin/python aot_build/estimate_build_time.py --manifest aot_build/manifests/sm121_decode.json
 

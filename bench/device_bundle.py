@@ -101,6 +101,10 @@ def main() -> None:
     for script in ("device_run.sh", "bench_norm_quant_fused.py", "aot_first_call.py"):
         shutil.copy2(ROOT / "bench" / script, out / script)
     shutil.copy2(layout.tree / "tests/utils/test_norm_quant_fused.py", out / "test_norm_quant_fused.py")
+    (out / "granularity").mkdir()
+    for test in ("test_sm12x_mxfp8_act_granularity.py", "sm12x_mxfp8_reference.py"):
+        shutil.copy2(layout.tree / "tests/moe" / test, out / "granularity" / test)
+    shutil.copy2(ROOT / "bench" / "sm12x_triton_shim.py", out / "granularity" / "sm12x_triton_shim.py")
     meta = {"upstream_version": version, "upstream_commit": layout.lock.main.revision,
             "upstream_wheel": upstream.name, "series_sha256": series_hash(layout), "series_files": shipped}
     (out / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")

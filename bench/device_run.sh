@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the lent GPU machine from the repo root (carry .devcarry, built by bench/device_bundle.py):
 # upstream site + series overlay -> /tmp/site_patched; the upstream-style tests; the benchmark.
-# Usage: bash .devcarry/device_run.sh [tests|bench|aot|all]; results go to $OUT.
+# Usage: bash .devcarry/device_run.sh [tests|bench|aot|granularity|all]; results go to $OUT.
 set -euo pipefail
 C=$PWD/.devcarry
 WHAT=${1:-all}
@@ -23,4 +23,8 @@ if [ "$WHAT" = bench ] || [ "$WHAT" = all ]; then
 fi
 if [ "$WHAT" = aot ] || [ "$WHAT" = all ]; then
   python3 "$C/aot_first_call.py" --site /tmp/site_patched --tvm /tmp/tvm --aot-wheel "$C"/aot/*.whl --out "$OUT" 2>&1 | tee "$OUT/aot_first_call.log" | tail -20
+fi
+if [ "$WHAT" = granularity ] || [ "$WHAT" = all ]; then
+  PYTHONPATH=$C/granularity:$PYTHONPATH python3 -m pytest -q -p no:cacheprovider -p sm12x_triton_shim \
+    "$C/granularity/test_sm12x_mxfp8_act_granularity.py" 2>&1 | tee "$OUT/test_sm12x_mxfp8_act_granularity.log" | tail -3
 fi

@@ -14,8 +14,10 @@ import torch
 
 triton = pytest.importorskip("triton")
 
+from flashinfer.fused_moe.cute_dsl.blackwell_sm12x._moe_utils.sm12x_blockscaled_layout import (  # noqa: E402
+    ACT_SCALE_GRANULARITIES,
+)
 from flashinfer.fused_moe.cute_dsl.blackwell_sm12x.moe_mxfp8_q0_route_triton import (  # noqa: E402
-    SCALE_GRANULARITIES_K,
     make_mxfp8_q0_route_workspace,
     mxfp8_q0_route_triton,
 )
@@ -60,7 +62,7 @@ def make_routing(num_tokens: int, top_k: int, num_experts: int, seed: int):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (Triton kernel)")
-@pytest.mark.parametrize("granularity", SCALE_GRANULARITIES_K)
+@pytest.mark.parametrize("granularity", ACT_SCALE_GRANULARITIES)
 @pytest.mark.parametrize(
     "num_tokens,hidden,top_k,num_experts",
     [(1, 512, 4, 8), (7, 1536, 4, 32), (64, 3072, 4, 32), (300, 2048, 2, 16)],
@@ -116,7 +118,7 @@ def _is_sm12x() -> bool:
 @pytest.mark.skipif(
     not _is_sm12x(), reason="needs an SM120/SM121 GPU (CuTe-DSL MXFP8 x MXFP4 MoE)"
 )
-@pytest.mark.parametrize("granularity", SCALE_GRANULARITIES_K)
+@pytest.mark.parametrize("granularity", ACT_SCALE_GRANULARITIES)
 @pytest.mark.parametrize("num_tokens", [1, 4, 64])
 def test_sm12x_mxfp8_mxfp4_moe_granularity(granularity, num_tokens):
     from flashinfer.fused_moe.cute_dsl.blackwell_sm12x.moe_mxfp8_mxfp4_fc1_act_q1 import (

@@ -255,7 +255,7 @@ def _run_mxfp8(
     return out, sf, normed, padded
 
 
-@pytest.mark.parametrize("num_tokens", [1, 33, 300])
+@pytest.mark.parametrize("num_tokens", [1, 33, 300, 1000])
 @pytest.mark.parametrize("hidden_size", [256, 2880, 4096, 5120, 7168, 8192, 16384])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("kind", NORM_KINDS)
@@ -437,6 +437,38 @@ def test_norm_mxfp8_edge_blocks(dtype, swizzled):
     n_sf = padded // 32
     sf_lin = _unswizzle(sf, m, n_sf) if swizzled else sf.view(m, n_sf)
     bad = ~torch.isfinite(normed.float().view(m, -1, 32)).all(-1)
+    assert bad.any()
+    assert (sf_lin[bad] == 0xFF).all()
+    assert (out.view(torch.uint8).view(m, -1, 32)[bad] == 0x7F).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("swizzled", [True, False])
+def test_norm_mxfp8_edge_blocks_rmsnorm(dtype, swizzled):
+    """The same blocks through RMSNorm without residual (x = 1, eps = 0, so normed == weight), on
+    more than 512 tokens and hidden 4096: the path where each thread quantizes whole 32-element
+    blocks (4 vectors per thread)."""
+    device = "cuda"
+    vals = _edge_values(dtype)
+    hidden = 4096
+    assert vals.numel() <= hidden
+    weight = torch.zeros(hidden, dtype=dtype)
+    weight[: vals.numel()] = vals.to(dtype)
+    weight = weight.to(device)
+    m = 600
+    x = torch.ones(m, hidden, device=device, dtype=dtype)
+    out, sf, normed, padded = _run_mxfp8(
+        x, None, weight, None, "rmsnorm", 0.0, swizzled, 32, False
+    )
+    got, want = normed.float(), weight.float().expand(m, -1)
+    assert torch.equal(got.isnan(), want.isnan())
+    assert torch.equal(got[~got.isnan()], want[~want.isnan()])
+    q_ref, sf_ref = mxfp8_quantize_ref(normed, padded, swizzled)
+    assert torch.equal(out.view(torch.uint8), q_ref)
+    assert torch.equal(sf, sf_ref)
+    n_sf = padded // 32
+    sf_lin = _unswizzle(sf, m, n_sf) if swizzled else sf.view(m, n_sf)
+    bad = ~torch.isfinite(got.view(m, -1, 32)).all(-1)
     assert bad.any()
     assert (sf_lin[bad] == 0xFF).all()
     assert (out.view(torch.uint8).view(m, -1, 32)[bad] == 0x7F).all()

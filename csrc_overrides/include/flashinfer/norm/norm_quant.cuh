@@ -18,9 +18,10 @@
 
 // Fused (residual add +) RMSNorm / Gemma-RMSNorm / LayerNorm -> FP8 quantization.
 //
-// One CTA normalizes one row; the whole row stays in registers (fp32), so the input
-// (and the residual) is read from global memory exactly once and every output is written
-// exactly once with 16-byte loads and 8-byte fp8 stores. Output kinds:
+// One CTA normalizes one row; the whole row stays in registers, so the input (and the residual)
+// is read from global memory exactly once and every output is written exactly once with 16-byte
+// loads and 8-byte fp8 stores (RMSNorm -> MXFP8 without residual: each thread owns whole 32-element
+// scale blocks and writes them with 16-byte stores). Output kinds:
 //   * MXFP8: e4m3 values + one UE8M0 scale per 32 elements, linear or 128x4-swizzled scale
 //     layout, optional zero padding of the hidden dimension. Bit-identical to quantizing the
 //     T-rounded (bf16/fp16) normed row with mxfp8_quantize().
@@ -36,6 +37,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "../math.cuh"
 #include "../utils.cuh"
@@ -127,9 +129,11 @@ namespace detail {
 template <typename T>
 __device__ __forceinline__ float2 unpack2(uint32_t w);
 
+// bf16 -> fp32 is a shift of the bit pattern: one integer op per value (the intrinsic's
+// byte permute + shift costs two for the high half).
 template <>
 __device__ __forceinline__ float2 unpack2<nv_bfloat16>(uint32_t w) {
-  return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w));
+  return make_float2(__uint_as_float(w << 16), __uint_as_float(w & 0xFFFF0000u));
 }
 
 template <>
@@ -200,21 +204,15 @@ __device__ __forceinline__ uint2 cvt_fp8x8(const float (&y)[kVecSize], float mul
 
 // UE8M0 code of RN(amax * RN(1/448)) rounded up to a power of two, as
 // __nv_cvt_float_to_e8m0(x, __NV_SATFINITE, cudaRoundPosInf) produces it (code <= 254, code 0
-// for amax == 0 and for scales <= 2^-127). Exact under -ftz: a tiny amax is scaled by 2^64 first.
+// for amax == 0 and for scales <= 2^-127). The product is formed without flushing subnormals
+// (mul.rn.f32, whatever -ftz says), so its bit pattern b rounds up to a power of two by carrying
+// a nonzero mantissa into the exponent: (b + 0x7FFFFF) >> 23; a subnormal above 2^-127
+// (b > 0x400000) gives code 1.
 __device__ __forceinline__ uint32_t ue8m0_code(float amax) {
-  if (amax >= 0x1p-60f) {
-    const uint32_t b = __float_as_uint(amax * kRcp448);
-    const uint32_t e = b >> 23, m = b & 0x7FFFFFu;
-    return min(e + (m != 0u ? 1u : 0u), 254u);
-  }
-  const float s = amax * (kRcp448 * 0x1p64f);  // s * 2^-64 == amax * RN(1/448), exact scaling
-  if (s == 0.f) return 0u;
+  float s;
+  asm("mul.rn.f32 %0, %1, %2;" : "=f"(s) : "f"(amax), "f"(kRcp448));
   const uint32_t b = __float_as_uint(s);
-  const int e = int(b >> 23) - 64;  // biased exponent of the unscaled value
-  const uint32_t m = b & 0x7FFFFFu;
-  if (e >= 1) return uint32_t(e) + (m != 0u ? 1u : 0u);
-  // The unscaled value is an fp32 subnormal: code 1 iff it is above 2^-127.
-  return s > 0x1p-63f ? 1u : 0u;
+  return b > 0x400000u ? min((b + 0x7FFFFFu) >> 23, 254u) : 0u;
 }
 
 // 2^(127 - code) for code in [1, 253]; 0 for code 0 (as upstream: an underflowed scale quantizes
@@ -256,15 +254,14 @@ __device__ __forceinline__ float block_reduce_sum(float v, float* buf) {
   return warp_reduce_sum(v);
 }
 
+// Every thread gets the block-wide max. *buf must be 0, stored before a __syncthreads() that
+// precedes this call; one shared-memory atomicMax per warp replaces a second shuffle tree.
 __device__ __forceinline__ uint32_t block_reduce_max(uint32_t v, uint32_t* buf) {
   v = warp_reduce_max(v);
-  const uint32_t num_warps = blockDim.x / 32;
-  if (num_warps == 1) return v;
-  const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (lane == 0) buf[warp] = v;
+  if (blockDim.x == 32) return v;
+  if (threadIdx.x % 32 == 0) atomicMax(buf, v);
   __syncthreads();
-  v = lane < num_warps ? buf[lane] : 0u;
-  return warp_reduce_max(v);
+  return *buf;
 }
 
 __device__ __forceinline__ void pdl_wait() {
@@ -283,6 +280,24 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 
 namespace detail {
 
+// Vector j of this thread. Interleaved: vector j * nthr + tid (coalesced, consecutive vectors in
+// consecutive lanes). Blocked: each thread owns whole 32-element scale blocks (4 consecutive
+// vectors), so the block amax, scale and scale store need no lane exchange and the thread writes
+// 32 contiguous fp8 bytes.
+template <bool BLOCKED>
+__device__ __forceinline__ uint32_t vec_index(uint32_t j, uint32_t tid, uint32_t nthr) {
+  return BLOCKED ? (j / 4u) * (4u * nthr) + tid * 4u + j % 4u : j * nthr + tid;
+}
+
+// Blocked for RMSNorm -> MXFP8 without residual: its loads stay in L1 between the 4 strided
+// vector loads. Measured slower on H200 with a residual (strided in-place residual stores) and for
+// LayerNorm (evict-first loads, strided fp32 gamma / beta).
+template <uint32_t VPT, NormType NORM, bool HAS_RES, QuantType QT>
+struct MxBlocked {
+  static constexpr bool value =
+      QT == QuantType::kMXFP8 && NORM == NormType::kRMSNorm && !HAS_RES && VPT % 4 == 0;
+};
+
 template <bool STREAMING>
 __device__ __forceinline__ uint4 load_vec(const void* ptr) {
   if constexpr (STREAMING) {
@@ -295,7 +310,7 @@ __device__ __forceinline__ uint4 load_vec(const void* ptr) {
 // Loads the raw input row (and the residual row) of this thread. LayerNorm uses streaming
 // (evict-first) loads so that its fp32 gamma / beta (8 bytes per element, re-read by every row)
 // stay in L1; for RMSNorm plain loads measured faster on H100.
-template <typename T, uint32_t VPT, NormType NORM, bool HAS_RES>
+template <typename T, uint32_t VPT, NormType NORM, bool HAS_RES, bool BLOCKED>
 __device__ __forceinline__ void load_row(const NormQuantParams& p, uint32_t row, uint32_t nvec,
                                          uint4 (&a)[VPT], uint4 (&r)[VPT]) {
   constexpr bool kStreaming = NORM == NormType::kLayerNorm;
@@ -306,7 +321,7 @@ __device__ __forceinline__ void load_row(const NormQuantParams& p, uint32_t row,
   }
 #pragma unroll
   for (uint32_t j = 0; j < VPT; ++j) {
-    const uint32_t v = j * blockDim.x + threadIdx.x;
+    const uint32_t v = vec_index<BLOCKED>(j, threadIdx.x, blockDim.x);
     a[j] = make_uint4(0u, 0u, 0u, 0u);  // out-of-range vectors contribute zeros
     if (v < nvec) {
       a[j] = load_vec<kStreaming>(in_row + v * kVecSize);
@@ -332,6 +347,36 @@ __device__ __forceinline__ uint4 pack8(const float (&f)[kVecSize]) {
                     pack2<T>(f[6], f[7]));
 }
 
+// e4m3(x * 2^(127 - code)) of 8 packed T values, code in [0, 254] (code 0 quantizes to zero).
+// The power-of-two product is exact wherever it can reach e4m3's range, so bf16 multiplies packed
+// (2^(127 - code) >= 2^-120 is a normal bf16 for any bf16 amax); fp16 goes through fp32 (its
+// scale can exceed fp16's range).
+template <typename T>
+__device__ __forceinline__ uint2 scale_cvt_e4m3x8(const uint4& x, uint32_t code) {
+  float y[kVecSize];
+  if constexpr (std::is_same_v<T, nv_bfloat16>) {
+    const uint32_t s = code == 0u ? 0u : ((254u - code) << 7) * 0x10001u;  // bf16x2 2^(127-code)
+    const __nv_bfloat162 s2 = *reinterpret_cast<const __nv_bfloat162*>(&s);
+    const uint32_t w[4] = {x.x, x.y, x.z, x.w};
+    uint32_t m[4];
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) {
+      const __nv_bfloat162 prod = __hmul2(*reinterpret_cast<const __nv_bfloat162*>(&w[k]), s2);
+      m[k] = *reinterpret_cast<const uint32_t*>(&prod);
+    }
+    unpack8<T>(make_uint4(m[0], m[1], m[2], m[3]), y);
+  } else {
+    unpack8<T>(x, y);
+    const float inv = ue8m0_inv_scale(code);
+#pragma unroll
+    for (uint32_t k = 0; k < kVecSize; ++k) y[k] *= inv;
+  }
+  return make_uint2(uint32_t(cvt_fp8x2<QuantType::kFP8E4M3>(y[0], y[1])) |
+                        (uint32_t(cvt_fp8x2<QuantType::kFP8E4M3>(y[2], y[3])) << 16),
+                    uint32_t(cvt_fp8x2<QuantType::kFP8E4M3>(y[4], y[5])) |
+                        (uint32_t(cvt_fp8x2<QuantType::kFP8E4M3>(y[6], y[7])) << 16));
+}
+
 // Normalizes and quantizes one row whose raw input (and residual) is in a / r. Without a
 // residual the row is kept packed (4 registers per 8 elements) and unpacked on each pass; with
 // a residual the fp32 sum is kept, because the norm uses it and not the rounded residual.
@@ -341,6 +386,7 @@ __device__ __forceinline__ void norm_quant_row(const NormQuantParams& p, const u
                                                float (*s_red)[32], uint32_t* s_max) {
   constexpr bool kMX = QT == QuantType::kMXFP8;
   constexpr bool kPerToken = QT == QuantType::kFP8E4M3PerToken;
+  constexpr bool kBlocked = MxBlocked<VPT, NORM, HAS_RES, QT>::value;
   // rmsnorm_quant quantizes the fp32 normed value; layernorm_quant, MXFP8 and per-token
   // quantize the value rounded to the input dtype (what the unfused pair would quantize).
   constexpr bool kRoundBeforeQuant = kMX || kPerToken || NORM == NormType::kLayerNorm;
@@ -361,7 +407,7 @@ __device__ __forceinline__ void norm_quant_row(const NormQuantParams& p, const u
   float sum = 0.f;
 #pragma unroll
   for (uint32_t j = 0; j < VPT; ++j) {
-    const uint32_t v = j * nthr + tid;
+    const uint32_t v = vec_index<kBlocked>(j, tid, nthr);
     float f[kVecSize];
     if constexpr (HAS_RES) {
       if (v < nvec) {
@@ -402,7 +448,7 @@ __device__ __forceinline__ void norm_quant_row(const NormQuantParams& p, const u
     float var_sum = 0.f;
 #pragma unroll
     for (uint32_t j = 0; j < VPT; ++j) {
-      if (j * nthr + tid < nvec) {
+      if (vec_index<kBlocked>(j, tid, nthr) < nvec) {
         float f[kVecSize];
         get_x(j, f);
 #pragma unroll
@@ -422,6 +468,10 @@ __device__ __forceinline__ void norm_quant_row(const NormQuantParams& p, const u
   uint8_t* out_row = static_cast<uint8_t*>(p.out) + size_t(row) * p.stride_out;
   const uint32_t num_sf_cols = p.padded_d / kSfVecSize;
   const uint32_t num_k_tiles = ceil_div(num_sf_cols, 4u);
+  // Scale of column block k: sf_row + (k / 4) * sf_k4_stride + k % 4, in both layouts.
+  const uint32_t sf_row =
+      p.sf_swizzled ? sf_offset_128x4(row, 0u, num_k_tiles) : row * num_sf_cols;
+  const uint32_t sf_k4_stride = p.sf_swizzled ? 512u : 4u;
   float scale_inv = 0.f;
   if constexpr (!kMX && !kPerToken) {
     // Static per-tensor scale: same expression as rmsnorm_quant / layernorm_quant.
@@ -430,13 +480,35 @@ __device__ __forceinline__ void norm_quant_row(const NormQuantParams& p, const u
   uint32_t local_max = 0u;  // per-token: max |normed| as a 16-bit pattern
   uint4 normed_packed[kPerToken ? VPT : 1];
 
+  // MXFP8: the scale and e4m3 values of one 32-element block from its amax (16-bit pattern) and
+  // its 4 rounded vectors x[0..n) (n = 4 when a thread owns the block, 1 when 4 lanes share it).
+  auto quant_block = [&](uint32_t blk_max, const uint4* x, uint2* q, uint32_t n) {
+    uint32_t code = ue8m0_code(HalfBits<T>::to_float(blk_max));
+    // |x * 2^(127 - code)| <= 448 by construction; satfinite is a no-op here.
+#pragma unroll
+    for (uint32_t i = 0; i < n; ++i) q[i] = scale_cvt_e4m3x8<T>(x[i], code);
+    if (blk_max >= HalfBits<T>::kInf) {
+      // NaN or Inf in the block: NaN scale (0xFF) and NaN values (0x7F).
+      code = 0xFFu;
+#pragma unroll
+      for (uint32_t i = 0; i < n; ++i) q[i] = make_uint2(0x7F7F7F7Fu, 0x7F7F7F7Fu);
+    }
+    return code;
+  };
+  auto store_sf = [&](uint32_t k, uint32_t code) {
+    p.sf_out[sf_row + (k / 4u) * sf_k4_stride + k % 4u] = static_cast<uint8_t>(code);
+  };
+  uint4 grp[kBlocked ? 4 : 1];  // blocked: the 4 rounded vectors of the current block
+  uint32_t grp_max = 0u;
+
   // Pass 2: normalize, (round,) quantize and store, one vector at a time.
 #pragma unroll
   for (uint32_t j = 0; j < VPT; ++j) {
-    const uint32_t v = j * nthr + tid;
+    const uint32_t v = vec_index<kBlocked>(j, tid, nthr);
     const bool valid = v < nvec;
     const uint32_t c = v * kVecSize;
     float y[kVecSize];
+    uint4 rounded;  // MXFP8: the normed vector rounded to T
     uint32_t blk_max = 0u;
     if (valid) {
       float f[kVecSize];
@@ -460,37 +532,33 @@ __device__ __forceinline__ void norm_quant_row(const NormQuantParams& p, const u
       if (kRoundBeforeQuant || normed_row != nullptr) {
         const uint4 o = pack8<T>(y);
         if (normed_row != nullptr) *reinterpret_cast<uint4*>(normed_row + c) = o;
-        if constexpr (kRoundBeforeQuant) {
-          unpack8<T>(o, y);
-          if constexpr (kMX || kPerToken) blk_max = abs_max_bits(o);
-          if constexpr (kPerToken) normed_packed[j] = o;
-        }
+        if constexpr (kMX || kPerToken) blk_max = abs_max_bits(o);
+        if constexpr (kMX) rounded = o;
+        if constexpr (kPerToken) normed_packed[j] = o;
+        if constexpr (kRoundBeforeQuant && !kMX && !kPerToken) unpack8<T>(o, y);
       }
     }
-    if constexpr (kMX) {
+    if constexpr (kMX && kBlocked) {
+      grp[j % 4] = rounded;
+      grp_max = j % 4 == 0 ? blk_max : max(grp_max, blk_max);
+      if (j % 4 == 3 && valid) {  // a block is fully valid or fully out of range (nvec % 4 == 0)
+        uint2 q[4];
+        const uint32_t code = quant_block(grp_max, grp, q, 4);
+        uint4* dst = reinterpret_cast<uint4*>(out_row + c - 3u * kVecSize);
+        dst[0] = make_uint4(q[0].x, q[0].y, q[1].x, q[1].y);
+        dst[1] = make_uint4(q[2].x, q[2].y, q[3].x, q[3].y);
+        store_sf(v / 4u, code);
+      }
+    } else if constexpr (kMX) {
       // 4 consecutive vectors (32 elements) live in 4 consecutive lanes (nthr % 32 == 0 and
       // nvec % 4 == 0, so a group of 4 lanes is either fully valid or fully out of range).
       blk_max = max(blk_max, __shfl_xor_sync(0xffffffffu, blk_max, 1));
       blk_max = max(blk_max, __shfl_xor_sync(0xffffffffu, blk_max, 2));
       if (valid) {
-        uint32_t code;
         uint2 q;
-        if (blk_max >= HalfBits<T>::kInf) {
-          // NaN or Inf in the block: NaN scale (0xFF) and NaN values (0x7F).
-          code = 0xFFu;
-          q = make_uint2(0x7F7F7F7Fu, 0x7F7F7F7Fu);
-        } else {
-          code = ue8m0_code(HalfBits<T>::to_float(blk_max));
-          // |x * 2^(127 - code)| <= 448 by construction; satfinite is a no-op here.
-          q = cvt_fp8x8<QuantType::kFP8E4M3>(y, ue8m0_inv_scale(code));
-        }
+        const uint32_t code = quant_block(blk_max, &rounded, &q, 1);
         *reinterpret_cast<uint2*>(out_row + c) = q;
-        if (tid % 4 == 0) {
-          const uint32_t k = v / 4;
-          const uint32_t off =
-              p.sf_swizzled ? sf_offset_128x4(row, k, num_k_tiles) : row * num_sf_cols + k;
-          p.sf_out[off] = static_cast<uint8_t>(code);
-        }
+        if (tid % 4 == 0) store_sf(v / 4u, code);
       }
     } else if constexpr (kPerToken) {
       local_max = max(local_max, blk_max);
@@ -524,7 +592,7 @@ __device__ __forceinline__ void norm_quant_row(const NormQuantParams& p, const u
     }
 #pragma unroll
     for (uint32_t j = 0; j < VPT; ++j) {
-      const uint32_t v = j * nthr + tid;
+      const uint32_t v = vec_index<kBlocked>(j, tid, nthr);
       if (v < nvec) {
         float y[kVecSize];
         unpack8<T>(normed_packed[j], y);
@@ -546,7 +614,7 @@ __global__ void FLASHINFER_NORM_QUANT_BOUNDS((NormQuantMaxThreads<VPT>::value),
   static_assert(sizeof(T) == 2, "only 16-bit input types are supported");
   constexpr bool kMX = QT == QuantType::kMXFP8;
   __shared__ float s_red[2][32];
-  __shared__ uint32_t s_max[32];
+  __shared__ uint32_t s_max;
 
   const uint32_t tid = threadIdx.x, nthr = blockDim.x;
   const uint32_t row = blockIdx.x;
@@ -569,25 +637,32 @@ __global__ void FLASHINFER_NORM_QUANT_BOUNDS((NormQuantMaxThreads<VPT>::value),
     return;
   }
 
+  // Per-token amax accumulator; the norm's sum reduction orders this store before its atomics.
+  if (QT == QuantType::kFP8E4M3PerToken && tid == 0) s_max = 0u;
   uint4 a[VPT], r[VPT];
-  detail::load_row<T, VPT, NORM, HAS_RES>(p, row, p.d / kVecSize, a, r);
+  constexpr bool kBlocked = detail::MxBlocked<VPT, NORM, HAS_RES, QT>::value;
+  detail::load_row<T, VPT, NORM, HAS_RES, kBlocked>(p, row, p.d / kVecSize, a, r);
   // All global reads of data produced by the previous kernel have been issued.
   detail::pdl_launch_dependents();
-  detail::norm_quant_row<T, VPT, NORM, HAS_RES, QT>(p, row, a, r, s_red, s_max);
+  detail::norm_quant_row<T, VPT, NORM, HAS_RES, QT>(p, row, a, r, s_red, &s_max);
 }
 
 // Vectors per thread: small batches spread a row over as many threads as possible (latency);
-// large batches use at most 256 threads per row (less reduction work per byte).
-inline uint32_t NormQuantPickVPT(uint32_t d, uint32_t num_tokens) {
+// large batches use at most 256 threads per row, and without a residual at least 4 vectors per
+// thread (fewer threads per row: shorter reductions and more rows resident per SM; with a
+// residual the larger register footprint costs more than it saves; measured on H200).
+inline uint32_t NormQuantPickVPT(uint32_t d, uint32_t num_tokens, bool has_residual) {
   const uint32_t nvec = d / kVecSize;
-  const uint32_t target = num_tokens <= 512 ? 1024u : 256u;
+  const bool large = num_tokens > 512;
+  const uint32_t target = large ? 256u : 1024u;
+  const uint32_t min_vpt = large && !has_residual ? 4u : 1u;
   constexpr uint32_t kVpts[4] = {1u, 2u, 4u, 8u};
   constexpr uint32_t kCaps[4] = {NormQuantMaxThreads<1>::value, NormQuantMaxThreads<2>::value,
                                  NormQuantMaxThreads<4>::value, NormQuantMaxThreads<8>::value};
   for (uint32_t limit : {target, 1024u}) {
     for (uint32_t i = 0; i < 4; ++i) {
       const uint32_t nthr = round_up(ceil_div(nvec, kVpts[i]), 32u);
-      if (nthr <= limit && nthr <= kCaps[i]) return kVpts[i];
+      if (kVpts[i] >= min_vpt && nthr <= limit && nthr <= kCaps[i]) return kVpts[i];
     }
   }
   return 0;  // row too wide
@@ -602,7 +677,7 @@ cudaError_t NormQuant(const NormQuantParams& params, bool enable_pdl, cudaStream
     return cudaErrorInvalidValue;
   }
   if (params.num_tokens == 0) return cudaSuccess;
-  const uint32_t vpt = NormQuantPickVPT(params.d, params.num_tokens);
+  const uint32_t vpt = NormQuantPickVPT(params.d, params.num_tokens, HAS_RES);
   if (vpt == 0) return cudaErrorInvalidValue;
   const uint32_t nthr = round_up(ceil_div(params.d / kVecSize, vpt), 32u);
   uint32_t grid = params.num_tokens;

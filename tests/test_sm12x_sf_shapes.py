@@ -377,6 +377,8 @@ def test_wrong_combinations_are_rejected(sm12x: Sm12x) -> None:
         with pytest.raises(ValueError, match="must be one of"):
             q0.scale_block_k(bad)
         with pytest.raises(ValueError, match="must be one of"):
+            hosts["fc1_act_q1"].out_sf_shape(4, k, experts, bad)
+        with pytest.raises(ValueError, match="must be one of"):
             q0.mxfp8_q0_route_workspace_shapes(4, k, 1, experts, bad)
         with pytest.raises(ValueError, match="must be one of"):
             q0.make_mxfp8_q0_route_workspace(torch.zeros(4, k, dtype=torch.bfloat16),

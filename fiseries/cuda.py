@@ -32,12 +32,20 @@ def run_logged(cmd: list[str], env: dict[str, str], what: str, cwd: Path | None 
     return proc.stdout
 
 
+def resource_usage(so: Path, cuobjdump: str | None = None) -> str:
+    """`cuobjdump --dump-resource-usage` of `so`: one `arch =` line per cubin, then its kernels."""
+    return run_logged([cuobjdump or find_cuobjdump(), "--dump-resource-usage", str(so)], dict(os.environ),
+                      f"cuobjdump --dump-resource-usage {so}")
+
+
+def archs_in(usage: str) -> set[str]:
+    """The exact target of every cubin (sm_121a, sm_120f, sm_120, ...) in a resource_usage() dump. The
+    cubin file names of --list-elf drop the family suffix, so each ELF's `arch =` line is read."""
+    return set(ELF_ARCH.findall(usage))
+
+
 def elf_archs(so: Path, cuobjdump: str) -> set[str]:
-    """The exact target of every cubin in `so` (sm_121a, sm_120f, sm_120, ...). The cubin file
-    names of --list-elf drop the family suffix, so read each ELF's `arch =` line instead."""
-    out = run_logged([cuobjdump, "--dump-resource-usage", str(so)], dict(os.environ),
-                     f"cuobjdump --dump-resource-usage {so}")
-    return set(ELF_ARCH.findall(out))
+    return archs_in(resource_usage(so, cuobjdump))
 
 
 def sass_serves(cubin: str, wanted: str) -> bool:
@@ -58,14 +66,12 @@ def sass_matches(found: set[str], wanted: set[str]) -> bool:
             and all(any(sass_serves(c, w) for w in wanted) for c in found))
 
 
-def kernel_resources(so: Path) -> dict[str, dict[str, int]]:
-    """Per kernel (mangled name, arch-qualified): REG, STACK, SHARED, LOCAL from cuobjdump."""
-    out = run_logged([find_cuobjdump(), "--dump-resource-usage", str(so)], dict(os.environ),
-                     f"cuobjdump --dump-resource-usage {so}")
+def resources_in(usage: str) -> dict[str, dict[str, int]]:
+    """Per kernel (mangled name, arch-qualified): REG, STACK, SHARED, LOCAL from a resource_usage() dump."""
     resources: dict[str, dict[str, int]] = {}
     arch = ""
     kernel = ""
-    for line in out.splitlines():
+    for line in usage.splitlines():
         if line.startswith("arch = "):
             arch = line.split("=", 1)[1].strip()
         elif line.strip().startswith("Function "):
@@ -75,6 +81,10 @@ def kernel_resources(so: Path) -> dict[str, dict[str, int]]:
             resources[f"{arch}:{kernel}"] = {k: int(v) for k, v in fields.items()}
             kernel = ""
     return resources
+
+
+def kernel_resources(so: Path) -> dict[str, dict[str, int]]:
+    return resources_in(resource_usage(so))
 
 
 def sass_opcodes(so: Path, workdir: Path) -> dict[str, int]:

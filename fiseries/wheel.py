@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .coverage import require_coverage
-from .cuda import (cuda_arch_names, elf_archs, find_cuobjdump, kernel_resources, nvidia_cu13_dir, run_logged,
-                   sass_matches)
+from .cuda import (archs_in, cuda_arch_names, find_cuobjdump, nvidia_cu13_dir, resource_usage, resources_in,
+                   run_logged, sass_matches)
 from .errors import SeriesError
 from .series import read_series
 from .tree import Layout, overlay_files
@@ -259,16 +259,17 @@ def inspect_aot_modules(out: Path, names: list[str], archs: list[str], arch: str
     for name in names:
         so = out / name / f"{name}.so"
         if not so.is_file():
-            raise SeriesError(f"AOT build of {manifest.name} did not produce {name}/{name}.so")
+            raise SeriesError(f"the AOT build did not produce {name}/{name}.so")
         if elf_machine(so) != ELF_MACHINE[arch]:
             raise SeriesError(f"AOT module {so.name} is not a {arch} shared object (ELF e_machine "
                               f"{elf_machine(so)}); the host toolchain was not the {arch} one")
-        found = elf_archs(so, cuobjdump)
+        usage = resource_usage(so, cuobjdump)
+        found = archs_in(usage)
         if not sass_matches(found, wanted):
             raise SeriesError(f"AOT module {so.name} holds SASS for {sorted(found)}, expected exactly "
                               f"{sorted(wanted)} (or their family cubins, e.g. sm_120f for sm_121a); "
                               "the build did not target the requested archs")
-        resources = kernel_resources(so).values()
+        resources = resources_in(usage).values()
         modules.append({
             "module": name, "compile_seconds": seconds[name], "bytes": so.stat().st_size,
             "sass": sorted(found), "kernels": len(resources),

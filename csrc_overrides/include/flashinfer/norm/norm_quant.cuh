@@ -289,14 +289,13 @@ __device__ __forceinline__ uint32_t vec_index(uint32_t j, uint32_t tid, uint32_t
   return BLOCKED ? (j / 4u) * (4u * nthr) + tid * 4u + j % 4u : j * nthr + tid;
 }
 
-// Blocked for RMSNorm -> MXFP8 without residual: its loads stay in L1 between the 4 strided
-// vector loads. Measured slower on H200 with a residual (strided in-place residual stores) and for
-// LayerNorm (evict-first loads, strided fp32 gamma / beta).
-template <uint32_t VPT, NormType NORM, bool HAS_RES, QuantType QT>
-struct MxBlocked {
-  static constexpr bool value =
-      QT == QuantType::kMXFP8 && NORM == NormType::kRMSNorm && !HAS_RES && VPT % 4 == 0;
-};
+// Blocked for RMSNorm -> MXFP8 without residual at 4+ vectors per thread: its loads stay in L1
+// between the 4 strided vector loads. Measured slower on H200 with a residual (strided in-place
+// residual stores) and for LayerNorm (strided fp32 gamma / beta loads).
+template <NormType NORM, bool HAS_RES, QuantType QT>
+constexpr bool MxBlocked(uint32_t vpt) {
+  return QT == QuantType::kMXFP8 && NORM == NormType::kRMSNorm && !HAS_RES && vpt % 4 == 0;
+}
 
 template <bool STREAMING>
 __device__ __forceinline__ uint4 load_vec(const void* ptr) {
@@ -397,7 +396,7 @@ __device__ __forceinline__ void norm_quant_row(const NormQuantParams& p, const u
                                                uint4* s_stage) {
   constexpr bool kMX = QT == QuantType::kMXFP8;
   constexpr bool kPerToken = QT == QuantType::kFP8E4M3PerToken;
-  constexpr bool kBlocked = MxBlocked<VPT, NORM, HAS_RES, QT>::value;
+  constexpr bool kBlocked = MxBlocked<NORM, HAS_RES, QT>(VPT);
   // rmsnorm_quant quantizes the fp32 normed value; layernorm_quant, MXFP8 and per-token
   // quantize the value rounded to the input dtype (what the unfused pair would quantize).
   constexpr bool kRoundBeforeQuant = kMX || kPerToken || NORM == NormType::kLayerNorm;
@@ -676,7 +675,7 @@ __global__ void FLASHINFER_NORM_QUANT_BOUNDS((NormQuantMaxThreads<VPT>::value),
   // Per-token amax accumulator; the norm's sum reduction orders this store before its atomics.
   if (QT == QuantType::kFP8E4M3PerToken && tid == 0) s_max = 0u;
   uint4 a[VPT], r[VPT];
-  constexpr bool kBlocked = detail::MxBlocked<VPT, NORM, HAS_RES, QT>::value;
+  constexpr bool kBlocked = detail::MxBlocked<NORM, HAS_RES, QT>(VPT);
   detail::load_row<T, VPT, NORM, HAS_RES, kBlocked>(p, row, p.d / kVecSize, a, r);
   // All global reads of data produced by the previous kernel have been issued.
   detail::pdl_launch_dependents();
@@ -724,11 +723,11 @@ cudaError_t NormQuant(const NormQuantParams& params, bool enable_pdl, cudaStream
   cudaLaunchConfig_t config;
   config.gridDim = dim3(grid);
   config.blockDim = dim3(nthr);
-  // Blocked layout (RMSNorm -> MXFP8 without residual, 4+ vectors per thread) with a normed
-  // output: per-warp staging of the normed stores.
-  const bool blocked = vpt % 4 == 0 && detail::MxBlocked<4, NORM, HAS_RES, QT>::value;
+  // Blocked layout with a normed output: per-warp staging of the normed stores.
   config.dynamicSmemBytes =
-      blocked && params.normed_out != nullptr ? nthr * 4 * sizeof(uint4) : 0;
+      detail::MxBlocked<NORM, HAS_RES, QT>(vpt) && params.normed_out != nullptr
+          ? nthr * 4 * sizeof(uint4)
+          : 0;
   config.stream = stream;
   cudaLaunchAttribute attrs[1];
   attrs[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;

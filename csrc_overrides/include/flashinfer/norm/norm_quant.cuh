@@ -413,6 +413,18 @@ __device__ __forceinline__ void norm_quant_row(const NormQuantParams& p, const u
     }
   };
 
+  // One vector per thread (up to 512 tokens, or small rows): the RMSNorm weight vector is loaded
+  // before the reduction, so its latency overlaps the barrier instead of following it. With more
+  // vectors per thread (large batches) the extra registers would cost occupancy.
+  constexpr bool kWeightFirst = VPT == 1 && NORM == NormType::kRMSNorm;
+  uint4 w_first = make_uint4(0u, 0u, 0u, 0u);
+  if constexpr (kWeightFirst) {
+    const uint32_t v = vec_index<kBlocked>(0, tid, nthr);
+    if (v < nvec) {
+      w_first = *reinterpret_cast<const uint4*>(static_cast<const T*>(p.weight) + v * kVecSize);
+    }
+  }
+
   // Pass 1: residual add (written back) and sum / sum of squares.
   float sum = 0.f;
 #pragma unroll
@@ -545,7 +557,9 @@ __device__ __forceinline__ void norm_quant_row(const NormQuantParams& p, const u
       float f[kVecSize];
       get_x(j, f);
       if constexpr (NORM == NormType::kRMSNorm) {
-        const uint4 w = *reinterpret_cast<const uint4*>(static_cast<const T*>(p.weight) + c);
+        const uint4 w = kWeightFirst
+                             ? w_first
+                             : *reinterpret_cast<const uint4*>(static_cast<const T*>(p.weight) + c);
         float fw[kVecSize];
         unpack8<T>(w, fw);
 #pragma unroll

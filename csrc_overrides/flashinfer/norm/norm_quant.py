@@ -27,6 +27,11 @@ residual) once, keeps the row in registers and writes the quantized row:
 - dynamic per-token FP8 (e4m3, fp32 scale per row).
 
 The kernels use only sm_89+ conversions, so they run on SM90 as well as on SM100+/SM12x.
+
+Results are deterministic for a given shape. Above 512 tokens a row is spread over fewer
+threads (more rows in flight per SM), which changes the order of its fp32 sums, so the
+output of the same row can differ in the last bit between a batch of at most 512 tokens and
+a larger one.
 """
 
 import functools

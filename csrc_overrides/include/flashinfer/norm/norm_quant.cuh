@@ -699,7 +699,9 @@ __global__ void FLASHINFER_NORM_QUANT_BOUNDS((NormQuantMaxThreads<VPT>::value),
 // Vectors per thread: small batches spread a row over as many threads as possible (latency);
 // large batches use at most 256 threads per row, and without a residual at least 4 vectors per
 // thread (fewer threads per row: shorter reductions and more rows resident per SM; with a
-// residual the larger register footprint costs more than it saves; measured on H200).
+// residual the larger register footprint costs more than it saves; measured on H200). The thread
+// partition sets the order of a row's fp32 sums, so a row's result can differ in the last bit
+// between batches of at most 512 tokens and larger ones.
 inline uint32_t NormQuantPickVPT(uint32_t d, uint32_t num_tokens, bool has_residual) {
   const uint32_t nvec = d / kVecSize;
   const bool large = num_tokens > 512;

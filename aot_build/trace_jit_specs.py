@@ -65,7 +65,8 @@ class FakeDevice:
       data exists. Operations that touch no cuda tensor (host-side plan metadata, index math) run
       for real on CPU, so `.tolist()` / `.item()` on host tensors keep working; pinned host
       buffers are plain host buffers.
-    - `torch.cuda.device(...)` / streams / synchronize are no-ops, the default generator has the
+    - `torch.cuda.device(...)` / streams / synchronize are no-ops, no stream is capturing, memory pools
+      are no-ops, the default generator has the
       CUDA (Philox) state layout, and c10's empty CUDA slot for device guards (a CPU-only torch
       build has none; ops such as `copy_` on a cuda tensor open one) gets c10's own
       `NoOpDeviceGuardImpl` (`_register_noop_cuda_device_guard`, a two-line C++ shim).
@@ -92,6 +93,11 @@ class FakeDevice:
         cuda.get_device_name = lambda device=None: model.name
         cuda.device = lambda device: contextlib.nullcontext()
         cuda.current_stream = lambda device=None: types.SimpleNamespace(cuda_stream=0)
+        cuda.is_current_stream_capturing = lambda: False
+        # per-stream scratch caches (flashinfer.utils._get_stream_cache_buf): one stream, no pools
+        torch._C._cuda_getCurrentRawStream = lambda device_index: 0
+        cuda.MemPool = lambda *args, **kwargs: None
+        cuda.use_mem_pool = lambda pool, device=None: contextlib.nullcontext()
         cuda.init = lambda: None
         cuda.default_generators = (PhiloxGenerator(),)
         _register_noop_cuda_device_guard()

@@ -17,7 +17,7 @@ PAIRS: dict[str, tuple[str, float | None]] = {
     "add+rms->mxfp8": ("upstream fused_add_rmsnorm+pad+ideal_quant", 11 / 7),
     "rms->mxfp8": ("upstream rmsnorm+pad+ideal_quant", 7 / 3),
     "rms->mxfp8+normed": ("upstream rmsnorm+pad+ideal_quant", 7 / 5),
-    "ln->fp8": ("upstream layernorm_quant (generalLayerNorm)", None),
+    "ln->fp8": ("upstream layernorm_quant", None),
     "rms->fp8": ("upstream rmsnorm_quant", None),
     "add+rms->fp8": ("upstream fused_add_rmsnorm_quant", None),
 }

@@ -35,6 +35,7 @@ from flashinfer.norm.norm_quant import (
     _norm_fp8_quantize,
     _norm_mxfp8_quantize,
     _mxfp8_sf_numel,
+    get_norm_quant_module,
 )
 
 POISON = 0xA5
@@ -647,8 +648,9 @@ def test_rmsnorm_static_matches_upstream(num_tokens, hidden_size, dtype, add_res
 @pytest.mark.parametrize("hidden_size", [256, 1024, 2880, 4096, 7168, 16384])
 @pytest.mark.parametrize("fp8_dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
 def test_layernorm_quant_matches_previous_kernel(num_tokens, hidden_size, fp8_dtype):
-    """The public layernorm_quant (now the fused kernel) vs the previous generalLayerNorm
-    kernel that is still in the norm module, and vs the float64 reference."""
+    """The norm_quant module's layernorm_quant (the fused kernel, same contract as upstream's
+    layernorm_quant) vs the norm module's generalLayerNorm kernel, and vs the float64
+    reference. The public layernorm_quant keeps upstream's dispatch (CuTe DSL by default)."""
     from flashinfer.norm import get_norm_module
 
     torch.manual_seed(hidden_size + 1)
@@ -658,7 +660,7 @@ def test_layernorm_quant_matches_previous_kernel(num_tokens, hidden_size, fp8_dt
     beta = torch.randn(hidden_size, device=device)
     scale = torch.tensor([0.25], device=device)
     ours = _poisoned((num_tokens, hidden_size), fp8_dtype, device)
-    flashinfer.layernorm_quant(ours, x, gamma, beta, scale, 1e-6)
+    get_norm_quant_module().layernorm_quant(ours, x, gamma, beta, scale, 1e-6)
     prev = torch.empty(num_tokens, hidden_size, device=device, dtype=fp8_dtype)
     get_norm_module().layernorm_quant(prev, x, gamma, beta, scale, 1e-6)
     _assert_fp8_close(ours.view(torch.uint8), prev.view(torch.uint8), fp8_dtype)
@@ -671,31 +673,24 @@ def test_layernorm_quant_matches_previous_kernel(num_tokens, hidden_size, fp8_dt
 
 
 def test_layernorm_quant_invalid_inputs():
-    """Same contract as before: bf16 input, contiguous, scalar scale."""
+    """The module's layernorm_quant keeps upstream's contract: bf16 input, contiguous rows,
+    fp32 gamma / beta, a one-element scale."""
+    module = get_norm_quant_module()
     device = "cuda"
     gamma = torch.randn(1024, device=device)
     beta = torch.randn(1024, device=device)
     scale = torch.tensor([1.0], device=device)
     out = torch.empty(8, 1024, device=device, dtype=torch.float8_e4m3fn)
+    x = torch.randn(8, 1024, device=device, dtype=torch.bfloat16)
     with pytest.raises(Exception, match="bfloat16"):
-        flashinfer.layernorm_quant(
-            out,
-            torch.randn(8, 1024, device=device, dtype=torch.float16),
-            gamma,
-            beta,
-            scale,
-        )
+        module.layernorm_quant(out, x.half(), gamma, beta, scale, 1e-6)
     with pytest.raises(Exception, match="contiguous"):
-        x = torch.randn(8, 2048, device=device, dtype=torch.bfloat16)[:, :1024]
-        flashinfer.layernorm_quant(out, x, gamma, beta, scale)
-    with pytest.raises(ValueError):
-        flashinfer.layernorm_quant(
-            out,
-            torch.randn(8, 1024, device=device, dtype=torch.bfloat16),
-            gamma,
-            beta,
-            torch.ones(2, device=device),
-        )
+        strided = torch.randn(8, 2048, device=device, dtype=torch.bfloat16)[:, :1024]
+        module.layernorm_quant(out, strided, gamma, beta, scale, 1e-6)
+    with pytest.raises(Exception, match="float32"):
+        module.layernorm_quant(out, x, gamma.bfloat16(), beta, scale, 1e-6)
+    with pytest.raises(Exception):
+        module.layernorm_quant(out, x, gamma, beta, torch.ones(2, device=device), 1e-6)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -759,7 +754,9 @@ def test_static_nan_inf():
     )
     x = torch.randn(2, k, device=device, dtype=torch.bfloat16)
     out = _poisoned((2, k), torch.float8_e4m3fn, device)
-    flashinfer.layernorm_quant(out, x, gamma, beta, torch.tensor([1.0], device=device))
+    get_norm_quant_module().layernorm_quant(
+        out, x, gamma, beta, torch.tensor([1.0], device=device), 1e-6
+    )
     o = out.float()
     assert o[:, 0].isnan().all()
     assert (o[:, 1] == 448).all() and (o[:, 2] == -448).all()

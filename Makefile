@@ -11,7 +11,7 @@ DIST ?= dist
 TRACE ?= aot_build/traces/sm121.json
 PYTEST_ARGS ?=
 
-.PHONY: venv upstream apply export check rebase rebase-continue pr wheel coverage test device-bundle clean
+.PHONY: venv upstream apply export check pins rebase rebase-continue pr wheel engines coverage test device-bundle clean
 
 $(VENV)/.stamp: ci/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ export: venv            ## regenerate patches/ (and csrc_overrides/) from build/
 check: venv             ## re-apply + re-export, fail on any byte of drift; lock + tracking refs
 	$(FISERIES) check
 
+pins: venv              ## rewrite the pinned-upstream blocks of tracking.md / README.md from the lock
+	$(FISERIES) pins
+
 rebase: venv            ## make rebase UPSTREAM=<version> [UPSTREAM_SDIST=<file>]
 	@test -n "$(UPSTREAM)" || { echo "usage: make rebase UPSTREAM=<version>"; exit 2; }
 	$(FISERIES) rebase $(UPSTREAM) $(if $(UPSTREAM_SDIST),--sdist $(UPSTREAM_SDIST))
@@ -45,6 +48,9 @@ pr: venv                ## make pr PATCH=<n | target/n | name>: build/pr/<name>,
 
 wheel: venv             ## dist/: patched flashinfer-python + AOT wheel for ARCHS (default 12.1a) [HOST_ARCH=aarch64: cross build]
 	$(FISERIES) wheel --archs "$(ARCHS)" --manifest $(AOT_MANIFEST) --dist $(DIST)
+
+engines: venv           ## do the wheels in dist/ satisfy the engine pins engines.json gives this series?
+	$(FISERIES) engines --dist $(DIST)
 
 coverage: venv          ## make coverage WHEEL=<jit-cache wheel> [TRACE=...] [ARCHS=...]: traced modules all in it?
 	@test -n "$(WHEEL)" || { echo "usage: make coverage WHEEL=<flashinfer_jit_cache wheel>"; exit 2; }

@@ -11,6 +11,7 @@ from pathlib import Path
 from .errors import SeriesError
 from .export import export_all
 from .git import git_env
+from .pins import check_pins
 from .tracking import check_tracking
 from .tree import Layout, applied_trees, apply_all
 
@@ -84,4 +85,5 @@ def check_series(layout: Layout, tracking: Path) -> list[str]:
             report.append(f"{target.name}: tree {target.tree} matches the lock")
     count = check_tracking(tracking, layout.lock, pristine.path)
     report.append(f"tracking.md: {count} references resolve")
+    report.append(f"pin blocks match the lock: {', '.join(check_pins(layout.lock))}")
     return report

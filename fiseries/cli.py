@@ -10,11 +10,13 @@ from .check import check_series
 from .errors import SeriesError
 from .export import export_all, record_trees
 from .lock import LOCK_NAME, load_lock
+from .pins import rewrite_pins
 from .pr import make_pr
 from .rebase import continue_rebase, start_rebase
 from .tree import Layout, apply_all, applied_trees, drift_report
 from .upstream import materialise
 from .coverage import require_coverage
+from .engines import check_engines
 from .wheel import build_wheels
 
 
@@ -54,6 +56,11 @@ def cmd_check(layout: Layout, args: argparse.Namespace) -> list[str]:
     return check_series(layout, layout.lock.root / "tracking.md")
 
 
+def cmd_pins(layout: Layout, args: argparse.Namespace) -> list[str]:
+    written = rewrite_pins(layout.lock)
+    return [f"{doc.name}: pin block rewritten" for doc in written] or ["pin blocks already match the lock"]
+
+
 def cmd_rebase(layout: Layout, args: argparse.Namespace) -> list[str]:
     return start_rebase(layout, args.version, args.sdist)
 
@@ -79,6 +86,10 @@ def cmd_coverage(layout: Layout, args: argparse.Namespace) -> list[str]:
     return require_coverage(args.wheel, args.trace, args.archs.split())
 
 
+def cmd_engines(layout: Layout, args: argparse.Namespace) -> list[str]:
+    return check_engines(layout.lock, args.dist)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fiseries", description=__doc__)
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="project root (holds the lock file)")
@@ -90,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["wheel"].add_argument("--archs", default="12.1a")
     sub.choices["wheel"].add_argument("--manifest", type=Path, default=Path("aot_build/manifests/default.json"))
     sub.choices["wheel"].add_argument("--dist", type=Path, default=Path("dist"))
-    for name, func in [("export", cmd_export), ("check", cmd_check), ("rebase-continue", cmd_rebase_continue)]:
+    for name, func in [("export", cmd_export), ("check", cmd_check), ("rebase-continue", cmd_rebase_continue),
+                       ("pins", cmd_pins)]:
         sub.add_parser(name).set_defaults(func=func)
     rebase = sub.add_parser("rebase")
     rebase.add_argument("version")
@@ -101,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     coverage.add_argument("--trace", type=Path, default=Path("aot_build/traces/sm121.json"))
     coverage.add_argument("--archs", default="12.1a")
     coverage.set_defaults(func=cmd_coverage)
+    engines = sub.add_parser("engines", help="do the wheels in --dist satisfy engines.json?")
+    engines.add_argument("--dist", type=Path, default=Path("dist"))
+    engines.set_defaults(func=cmd_engines)
     pr = sub.add_parser("pr")
     pr.add_argument("patch")
     pr.set_defaults(func=cmd_pr)

@@ -73,12 +73,19 @@ def init_repo_from_dir(repo: Path, tag: str, message: str, exclude: list[str]) -
     run_git(repo, "init", "-q")
     info = repo / ".git" / "info"
     info.mkdir(parents=True, exist_ok=True)
-    (info / "exclude").write_text("".join(f"/{path}/\n" for path in exclude))
+    # bytecode from running Python inside a tree (resolving a rebase, say) is never committed
+    ignored = ["__pycache__/", "*.pyc"] + [f"/{path}/" for path in exclude]
+    (info / "exclude").write_text("".join(f"{pattern}\n" for pattern in ignored))
     return commit_all(repo, message, tag)
 
 
 def commit_all(repo: Path, message: str, tag: str | None = None) -> str:
-    run_git(repo, "add", "-A", ".")
+    return commit_paths(repo, message, ["."], tag)
+
+
+def commit_paths(repo: Path, message: str, paths: list[str], tag: str | None = None) -> str:
+    """Commit exactly `paths` (added, changed or removed), nothing else that lies in the work tree."""
+    run_git(repo, "add", "-A", "--", *paths)
     run_git(repo, "commit", "-q", "--allow-empty", "--no-verify", "-m", message)
     if tag is not None:
         run_git(repo, "tag", "-f", tag)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import SeriesError
@@ -36,6 +36,10 @@ class Target:
     overlay: str | None = None  # directory of new files at upstream-relative paths
     sdist: Sdist | None = None
 
+    @property
+    def is_main(self) -> bool:
+        """FlashInfer itself, the release every other target is vendored in."""
+        return self.path == "."
 
 
 @dataclass
@@ -51,7 +55,7 @@ class Lock:
     def main(self) -> Target:
         """The target whose release everything else is vendored in (path ".")."""
         for target in self.targets:
-            if target.path == ".":
+            if target.is_main:
                 return target
         raise SeriesError(f"{self.path}: no target with path '.'; add the FlashInfer target")
 
@@ -98,7 +102,3 @@ def load_lock(path: Path) -> Lock:
     lock = Lock(path, targets)
     lock.main  # a lock without the main target is unusable
     return lock
-
-
-def retarget(target: Target, **changes: object) -> Target:
-    return replace(target, **changes)  # type: ignore[arg-type]

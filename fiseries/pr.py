@@ -37,7 +37,7 @@ def find_patch(layout: Layout, wanted: str) -> tuple[Target, Path]:
         if target_name and target.name != target_name:
             continue
         for number, patch in enumerate(read_series(layout.series_file(target)), start=1):
-            by_number = key.isdigit() and int(key) == number and (target_name or target.path == ".")
+            by_number = key.isdigit() and int(key) == number and (target_name or target.is_main)
             if by_number or (not key.isdigit() and key in patch.name):
                 matches.append((target, patch))
     if len(matches) != 1:
@@ -56,7 +56,7 @@ def make_pr(layout: Layout, wanted: str) -> tuple[Path, str]:
     repo = layout.build / "pr" / name
     if repo.exists():
         shutil.rmtree(repo)
-    keep_out = vendored_paths(lock) if target.path == "." else []
+    keep_out = vendored_paths(lock) if target.is_main else []
     shutil.copytree(pristine.path / target.path, repo, symlinks=True,
                     ignore=shutil.ignore_patterns(PRISTINE_MARK))
     for vendored in keep_out:

@@ -11,10 +11,12 @@ from pathlib import Path
 from .errors import SeriesError
 from .export import export_all, record_trees
 from .git import commit_all, git_out, run_git
-from .lock import Lock, Sdist, Target
+from .lock import Lock, Sdist
+from .pins import rewrite_pins
+from .tracking import refresh_lines
 from .tree import Applied, Layout, apply_target, create_tree, vendored_paths
-from .upstream import (fetch_verified_sdist, materialise, read_build_meta,
-                       submodule_populated, _extract_sdist, _copy_tracked)
+from .upstream import (copy_tracked, extract_sdist, fetch_verified_sdist, materialise,
+                       read_build_meta, submodule_populated)
 
 STATE = "rebase-state.json"
 
@@ -38,15 +40,15 @@ def _fetch_release(layout: Layout, version: str, sdist_file: Path | None) -> New
     if sdist_file is None and submodule_populated(layout.submodule):
         revision = git_out(layout.submodule, "rev-parse", "HEAD")
         dest.mkdir()
-        _copy_tracked(layout.submodule, dest, vendored_paths(lock))
+        copy_tracked(layout.submodule, dest, vendored_paths(lock))
         for target in lock.targets:
-            if target.path != ".":
+            if not target.is_main:
                 vendored[target.name] = git_out(layout.submodule / target.path, "rev-parse", "HEAD")
         return NewRelease(dest, version, revision, None, vendored)
     assert main.sdist is not None
     unpinned = replace(main, version=version, sdist=Sdist(main.sdist.project, ""))
     sdist, sha = fetch_verified_sdist(unpinned, layout.cache, sdist_file)
-    _extract_sdist(sdist, dest)
+    extract_sdist(sdist, dest)
     found_version, revision = read_build_meta(dest)
     if found_version != version:
         raise SeriesError(f"sdist {sdist} is version {found_version}, not the requested {version}")
@@ -87,7 +89,7 @@ def start_rebase(layout: Layout, version: str, sdist_file: Path | None) -> list[
     create_tree(lock, old.path, work)
     for target in lock.targets:
         repo = work / target.path
-        keep = vendored_paths(lock) if target.path == "." else []
+        keep = vendored_paths(lock) if target.is_main else []
         _replace_contents(repo, release.pristine / target.path, keep)
         commit_all(repo, f"Upstream {target.name} {version}", tag=f"upstream/{version}")
     state: dict[str, object] = {"version": version, "revision": release.revision, "sdist_sha256": release.sdist_sha256,
@@ -122,7 +124,7 @@ def continue_rebase(layout: Layout) -> list[str]:
         state_file.write_text(json.dumps(state, indent=2))
         try:
             result = apply_target(lock, layout, target, repo, rebasing=True, skip=skip,
-                                  upstream_ids=ids if target.path == "." else None)
+                                  upstream_ids=ids if target.is_main else None)
         except SeriesError:
             count = len(git_out(repo, "rev-list", f"upstream/{state['version']}..HEAD").split())
             state["current"]["applied"] = count
@@ -144,8 +146,8 @@ def _finish(layout: Layout, state: dict) -> list[str]:
     version = state["version"]
     new_targets = []
     for target in lock.targets:
-        changes: dict[str, object] = {"version": version} if target.path == "." else {}
-        if target.path == ".":
+        changes: dict[str, object] = {"version": version} if target.is_main else {}
+        if target.is_main:
             changes["revision"] = state["revision"]
             if target.sdist is not None and state["sdist_sha256"]:
                 changes["sdist"] = Sdist(target.sdist.project, state["sdist_sha256"])
@@ -162,15 +164,36 @@ def _finish(layout: Layout, state: dict) -> list[str]:
     (layout.build / "rebase").rename(old_tree)
     new_layout = Layout(new_lock, layout.build, layout.submodule, layout.cache)
     export_all(new_layout)
-    record_trees(new_layout)
+    pinned = record_trees(new_layout)
     _record_backports(lock, state)
+    moved = refresh_lines(lock.root / "tracking.md", pinned, layout.build / "upstream" / version)
+    rewritten = rewrite_pins(pinned)
+    gitlink = _repin_submodule(pinned)
     (layout.build / STATE).unlink()
     lines = [f"rebased onto {lock.main.name} {version} ({state['revision']})"]
+    lines += [f"{doc.name}: pin block rewritten from the lock" for doc in rewritten]
+    lines += [f"tracking.md: {moved} reference line numbers refreshed"] if moved else []
+    lines += [gitlink] if gitlink else []
     lines += [f"dropped {name}: Backport {commit}" for name, commit in state["dropped"].items()]
     lines += [f"{t.name}: vendored revision kept at {t.revision} (an sdist does not record it); "
               "check it against the new release's submodule pin" for t in lock.targets
-              if t.path != "." and t.name not in state["vendored"]]
+              if not t.is_main and t.name not in state["vendored"]]
     return lines
+
+
+def _repin_submodule(lock: Lock) -> str | None:
+    """Point the project's `flashinfer` gitlink and its .gitmodules branch at the new release."""
+    root, main = lock.root, lock.main
+    if not (root / ".gitmodules").is_file() or run_git(root, "rev-parse", "--git-dir", check=False).returncode:
+        return None
+    path = Layout.for_lock(lock).submodule.relative_to(root).as_posix()
+    staged = run_git(root, "ls-files", "-s", "--", path).stdout.split()
+    if not staged or staged[0] != "160000":
+        return None
+    run_git(root, "update-index", "--cacheinfo", f"160000,{main.revision},{path}")
+    run_git(root, "config", "-f", ".gitmodules", f"submodule.{path}.branch", f"v{main.version}")
+    return (f"{path}: gitlink staged at {main.revision}, .gitmodules branch v{main.version} "
+            f"(run `git submodule update {path}` to check it out)")
 
 
 def _record_backports(old_lock: Lock, state: dict) -> None:

@@ -16,6 +16,8 @@ REF_ROW = re.compile(
 )
 # | target | `path` | why |
 WATCH_ROW = re.compile(r"^\|\s*(?P<target>[\w-]+)\s*\|\s*`(?P<path>[^`]+)`\s*\|(?P<why>[^|]+)\|\s*$")
+# a reference's ~line may be this far from where its snippet is now; `make rebase` refreshes it
+MAX_LINE_DRIFT = 40
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,37 @@ def parse_watched(text: str) -> list[tuple[str, str]]:
             if (m := WATCH_ROW.match(line))]
 
 
+def nearest_hit(path: Path, ref: Reference) -> int | None:
+    """The line (1-based) holding the snippet that is closest to the reference's ~line."""
+    lines = path.read_text(errors="replace").splitlines()
+    hits = [i + 1 for i, line in enumerate(lines) if ref.snippet in line]
+    return min(hits, key=lambda hit: abs(hit - ref.line)) if hits else None
+
+
+def refresh_lines(tracking: Path, lock: Lock, pristine: Path) -> int:
+    """Set each reference's ~line to its snippet's nearest hit in `pristine`; return how many moved."""
+    text = tracking.read_text()
+    section = re.search(r"^## Upstream references\s*$(.*?)(?=^## |\Z)", text, re.M | re.S)
+    if section is None:
+        return 0
+    moved = 0
+    rows = section.group(1).splitlines(keepends=True)
+    for index, row in enumerate(rows):
+        match = REF_ROW.match(row.rstrip("\n"))
+        if not match:
+            continue
+        ref = Reference(match["patch"], match["target"], match["commit"], match["file"],
+                        int(match["line"]), match["snippet"])
+        path = pristine / lock.target(ref.target).path / ref.file
+        near = nearest_hit(path, ref) if path.is_file() else None
+        if near is not None and near != ref.line:
+            start, end = match.span("line")
+            rows[index] = row[:start] + str(near) + row[end:]
+            moved += 1
+    tracking.write_text(text[:section.start(1)] + "".join(rows) + text[section.end(1):])
+    return moved
+
+
 def check_tracking(tracking: Path, lock: Lock, pristine: Path) -> int:
     """Raise listing every stale reference; return how many references were checked."""
     text = tracking.read_text()
@@ -66,10 +99,12 @@ def check_tracking(tracking: Path, lock: Lock, pristine: Path) -> int:
         if not path.is_file():
             problems.append(f"{where}: file not in the pinned tree")
             continue
-        lines = path.read_text(errors="replace").splitlines()
-        hits = [i + 1 for i, line in enumerate(lines) if ref.snippet in line]
-        if not hits:
+        near = nearest_hit(path, ref)
+        if near is None:
             problems.append(f"{where}: snippet `{ref.snippet}` no longer found (near line {ref.line})")
+        elif abs(near - ref.line) > MAX_LINE_DRIFT:
+            problems.append(f"{where}: snippet `{ref.snippet}` is at line {near}, not near ~{ref.line}: "
+                            "update the line column (`make rebase` refreshes it)")
     for target_name, rel in watched:
         target = lock.target(target_name)
         if not (pristine / target.path / rel).exists():

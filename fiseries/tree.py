@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import SeriesError
-from .git import commit_all, git_out, init_repo_from_dir, run_git, tree_hash
+from .git import commit_paths, git_out, init_repo_from_dir, run_git, tree_hash
 from .lock import Lock, Target
 from .patchfile import drifted_files, format_patch
 from .series import check_headers, read_series
@@ -68,7 +68,7 @@ def patch_id(patch: Path) -> str:
 
 
 def vendored_paths(lock: Lock) -> list[str]:
-    return [t.path for t in lock.targets if t.path != "."]
+    return [t.path for t in lock.targets if not t.is_main]
 
 
 def create_tree(lock: Lock, pristine: Path, dest: Path) -> None:
@@ -76,11 +76,11 @@ def create_tree(lock: Lock, pristine: Path, dest: Path) -> None:
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(pristine, dest, symlinks=True, ignore=shutil.ignore_patterns(PRISTINE_MARK))
-    for target in sorted(lock.targets, key=lambda t: t.path == "."):
+    for target in sorted(lock.targets, key=lambda t: t.is_main):
         repo = dest / target.path
         if not repo.is_dir():
             raise SeriesError(f"pristine tree has no {target.path} for target {target.name}")
-        nested = vendored_paths(lock) if target.path == "." else []
+        nested = vendored_paths(lock) if target.is_main else []
         init_repo_from_dir(repo, lock.base_tag,
                            f"Upstream {target.name} {target.version} ({target.revision})", nested)
 
@@ -130,7 +130,7 @@ def apply_overlay(lock: Lock, target: Target, repo: Path, overlay: Path) -> str 
     for rel in files:
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(overlay / rel, repo / rel)
-    return commit_all(repo, OVERLAY_SUBJECT)
+    return commit_paths(repo, OVERLAY_SUBJECT, files)
 
 
 def am_one(repo: Path, patch: Path) -> tuple[bool, list[str], str]:

@@ -109,7 +109,7 @@ def _check_revision(tree: Path, target: Target, what: str) -> None:
         )
 
 
-def _extract_sdist(sdist: Path, dest: Path) -> None:
+def extract_sdist(sdist: Path, dest: Path) -> None:
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         try:
             with tarfile.open(sdist) as tar:
@@ -124,7 +124,7 @@ def _extract_sdist(sdist: Path, dest: Path) -> None:
         shutil.move(str(tops[0]), dest)
 
 
-def _copy_tracked(repo: Path, dest: Path, nested: list[str]) -> None:
+def copy_tracked(repo: Path, dest: Path, nested: list[str]) -> None:
     """Copy the files git tracks in `repo` and in each nested repo (vendored submodules) to `dest`."""
     for sub in ["."] + nested:
         source = repo / sub
@@ -144,7 +144,7 @@ def _check_submodule(lock: Lock, submodule: Path) -> None:
     for target in lock.targets:
         repo = submodule / target.path
         head = run_git(repo, "rev-parse", "HEAD", check=False).stdout.strip()
-        if target.path != "." and not (repo / ".git").exists():
+        if not target.is_main and not (repo / ".git").exists():
             raise SeriesError(
                 f"{repo} is not populated: run `git submodule update --init --recursive`"
             )
@@ -176,10 +176,10 @@ def materialise(
     if use_submodule:
         _check_submodule(lock, submodule)
         dest.mkdir()
-        _copy_tracked(submodule, dest, [t.path for t in lock.targets if t.path != "."])
+        copy_tracked(submodule, dest, [t.path for t in lock.targets if not t.is_main])
     else:
         sdist, sha = fetch_verified_sdist(main, cache, sdist_file)
-        _extract_sdist(sdist, dest)
+        extract_sdist(sdist, dest)
         _check_revision(dest, main, f"sdist {sdist}")
         wanted["sdist_sha256"] = sha
     mark.write_text(json.dumps(wanted))

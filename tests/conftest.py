@@ -104,6 +104,9 @@ def commit_patch(repo: Path, subject: str, edits: dict[str, str], extra: str = "
 
 TRACKING = """# Tracking
 
+<!-- pins: generated from upstreams.lock.json by `make rebase`; `make check` fails if stale -->
+<!-- /pins -->
+
 ## Upstream references
 
 | patch | target | commit | file | line | snippet |
@@ -145,6 +148,7 @@ def fake(tmp_path: Path) -> FakeProject:
     (root / "csrc_overrides").mkdir()
     (root / "tracking.md").write_text(TRACKING.format(rev=FAKE_REVISION[:12], crev="2" * 12))
     project = FakeProject(root, sdist)
+    project.ok("pins")
     project.ok("apply")
     tree = root / "build" / "tree"
     commit_patch(tree, "norm: scale by two", {"csrc/norm.cu": NORM.replace("line 10\n", "line 10 x2\n")})

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAKE_REVISION, NORM, FakeProject, base_files, make_sdist
+from conftest import FAKE_REVISION, NORM, TRACKING, FakeProject, base_files, make_sdist
 from fiseries.git import run_git
 from fiseries.series import header_problems, parse_patch_message
 
@@ -223,6 +223,71 @@ def test_rebase_stops_on_conflict_without_losing_work(fake: FakeProject) -> None
     assert "line 10 changed upstream x2" in patch_file(fake, "flashinfer", 1).read_text()
     (fake.root / ".cache/sdist" / sdist.name).write_bytes(sdist.read_bytes())
     fake.ok("check")
+
+
+def test_rebase_rewrites_pins_and_reference_lines(fake: FakeProject) -> None:
+    files = base_files()
+    files["csrc/norm.cu"] = "".join(f"// new upstream preamble {i}\n" for i in range(60)) + NORM
+    sdist = _next_release(fake, files)
+    out = fake.ok("rebase", "1.1", "--sdist", str(sdist))
+    assert "tracking.md: pin block rewritten from the lock" in out
+    tracking = (fake.root / "tracking.md").read_text()
+    sha = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    assert f"- flashinfer 1.1: commit `{'3' * 40}`, PyPI sdist `{sdist.name}` (sha256 `{sha}`)" in tracking
+    assert "1.0" not in tracking and FAKE_REVISION not in tracking
+    assert "| `csrc/norm.cu` | ~65 |" in tracking  # upstream norm line 5 moved down by 60
+    (fake.root / ".cache/sdist" / sdist.name).write_bytes(sdist.read_bytes())
+    assert "pin blocks match the lock: tracking.md" in fake.ok("check")
+
+
+def test_check_fails_on_a_stale_pin_block(fake: FakeProject) -> None:
+    tracking = fake.root / "tracking.md"
+    tracking.write_text(tracking.read_text().replace("flashinfer 1.0:", "flashinfer 0.9:"))
+    assert "tracking.md: pin block differs from upstreams.lock.json" in fake.fail("check")
+    tracking.write_text(TRACKING.format(rev=FAKE_REVISION[:12], crev="2" * 12).replace("<!-- /pins -->\n", ""))
+    assert "pin block opened but not closed" in fake.fail("check")
+
+
+def test_check_fails_on_a_far_reference_line(fake: FakeProject) -> None:
+    tracking = fake.root / "tracking.md"
+    tracking.write_text(tracking.read_text().replace("| ~5 |", "| ~500 |"))
+    err = fake.fail("check")
+    assert "snippet `upstream norm line 5` is at line 5, not near ~500" in err
+
+
+def test_rebase_continue_commits_only_the_overlay(fake: FakeProject) -> None:
+    """Bytecode or scratch files left in build/rebase while resolving never enter a commit."""
+    files = base_files()
+    files["csrc/norm.cu"] = NORM.replace("line 10\n", "line 10 changed upstream\n")
+    sdist = _next_release(fake, files)
+    fake.fail("rebase", "1.1", "--sdist", str(sdist))
+    repo = fake.root / "build/rebase"
+    (repo / "csrc/norm.cu").write_text(NORM.replace("line 10\n", "line 10 changed upstream x2\n"))
+    (repo / "flashinfer/__pycache__").mkdir(parents=True)
+    (repo / "flashinfer/__pycache__/norm.cpython-311.pyc").write_bytes(bytes(range(256)))
+    (repo / "csrc/scratch.bin").write_bytes(b"\xff\xfe\x00 not utf-8")
+    run_git(repo, "add", "csrc/norm.cu")
+    run_git(repo, "am", "--continue")
+    assert "rebased onto flashinfer 1.1" in fake.ok("rebase-continue")
+    tree = fake.root / "build/tree"
+    overlay = run_git(tree, "show", "--name-only", "--format=", "HEAD").stdout.split()
+    assert overlay == ["include/flashinfer/norm_quant.cuh"]
+    tracked = run_git(tree, "ls-files").stdout.split()
+    assert "csrc/scratch.bin" not in tracked and not any("__pycache__" in f for f in tracked)
+    assert sorted(p.name for p in (fake.root / "csrc_overrides").rglob("*") if p.is_file()) == ["norm_quant.cuh"]
+
+
+def test_rebase_repins_the_submodule_gitlink(fake: FakeProject) -> None:
+    root = fake.root
+    (root / ".gitmodules").write_text('[submodule "flashinfer"]\n\tpath = flashinfer\n'
+                                      '\turl = https://example.invalid/flashinfer\n\tbranch = v1.0\n')
+    run_git(root, "init", "-q")
+    run_git(root, "update-index", "--add", "--cacheinfo", f"160000,{FAKE_REVISION},flashinfer")
+    sdist = _next_release(fake, base_files())
+    out = fake.ok("rebase", "1.1", "--sdist", str(sdist))
+    assert f"flashinfer: gitlink staged at {'3' * 40}, .gitmodules branch v1.1" in out
+    assert run_git(root, "ls-files", "-s", "flashinfer").stdout.split()[:2] == ["160000", "3" * 40]
+    assert "\tbranch = v1.1\n" in (root / ".gitmodules").read_text()
 
 
 def test_bad_sdist_pin_fails_clearly(fake: FakeProject) -> None:

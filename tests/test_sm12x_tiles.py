@@ -43,7 +43,8 @@ def test_default_tactic_rule(checked: str, tmp_path: Path) -> None:
 
 @pytest.mark.compile
 def test_pristine_cutlass_rejects_the_64_row_tile(checked: str, tmp_path: Path) -> None:
-    pristine = Layout.for_lock(load_lock(ROOT / LOCK_NAME)).build / "upstream" / "0.7.2.post1" / "3rdparty" / "cutlass"
+    layout = Layout.for_lock(load_lock(ROOT / LOCK_NAME))
+    pristine = layout.build / "upstream" / layout.lock.main.version / layout.lock.target("cutlass").path
     env = dict(os.environ, SM12X_CUTLASS_DIR=str(pristine))
     proc = subprocess.run([sys.executable, "-c", COMPILE_PIN, str(SUITE), str(tmp_path)],
                           capture_output=True, text=True, env=env)

@@ -6,6 +6,7 @@ tracking.md (required) and README.md (optional) hold one block between PIN_BEGIN
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import SeriesError
@@ -39,15 +40,19 @@ def _span(text: str, doc: Path) -> tuple[int, int] | None:
     return begin, end + len(PIN_END)
 
 
+def _docs(lock: Lock) -> Iterator[tuple[str, Path, str, tuple[int, int] | None]]:
+    """(name, path, text, pin-block span) of each pin doc that exists."""
+    for name in PIN_DOCS:
+        doc = lock.root / name
+        if doc.is_file():
+            text = doc.read_text()
+            yield name, doc, text, _span(text, doc)
+
+
 def rewrite_pins(lock: Lock) -> list[Path]:
     """Replace the pin block of every doc that has one; return the docs rewritten."""
     written = []
-    for name in PIN_DOCS:
-        doc = lock.root / name
-        if not doc.is_file():
-            continue
-        text = doc.read_text()
-        span = _span(text, doc)
+    for _, doc, text, span in _docs(lock):
         if span is None:
             continue
         new = text[:span[0]] + render_pins(lock) + text[span[1]:]
@@ -60,14 +65,9 @@ def rewrite_pins(lock: Lock) -> list[Path]:
 def check_pins(lock: Lock) -> list[str]:
     """Raise if a pin block is missing (tracking.md) or differs from the lock; list docs checked."""
     checked, problems = [], []
-    for required, name in zip((True, False), PIN_DOCS):
-        doc = lock.root / name
-        if not doc.is_file():
-            continue
-        text = doc.read_text()
-        span = _span(text, doc)
+    for name, _, text, span in _docs(lock):
         if span is None:
-            if required:
+            if name == PIN_DOCS[0]:
                 problems.append(f"{name} has no pin block (add the lines `{PIN_BEGIN}` and `{PIN_END}`)")
             continue
         if text[span[0]:span[1]] != render_pins(lock):

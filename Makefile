@@ -10,8 +10,10 @@ AOT_MANIFEST ?= aot_build/manifests/sm121_decode.json
 DIST ?= dist
 TRACE ?= aot_build/traces/sm121.json
 PYTEST_ARGS ?=
+CARRIER ?=
+GPU_TEST_BUDGET ?=
 
-.PHONY: venv upstream apply export check pins rebase rebase-continue pr wheel engines coverage test device-bundle clean
+.PHONY: venv upstream apply export check pins rebase rebase-continue pr wheel engines coverage test gpu-test gpu-carrier clean
 
 $(VENV)/.stamp: ci/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -59,8 +61,13 @@ coverage: venv          ## make coverage WHEEL=<jit-cache wheel> [TRACE=...] [AR
 test: venv              ## the whole CPU suite (GPU tests skip with a reason)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-device-bundle: apply    ## .devcarry/: upstream wheel (slim) + series overlay + scripts for a lent GPU [AOT_WHEEL=...] (bench/README.md)
-	$(PY) bench/device_bundle.py $(if $(AOT_WHEEL),--aot-wheel $(AOT_WHEEL))
+gpu-test: $(if $(CARRIER),,venv)  ## the GPU suite on this machine's GPU -> build/gpu-test/gpu-report.{md,json} [CARRIER=.devcarry GPU_TEST_BUDGET=s]
+	$(if $(CARRIER),$(PYTHON) -m fiseries,$(FISERIES)) gpu-test --dist $(DIST) $(if $(CARRIER),--carrier $(CARRIER)) \
+	  $(if $(GPU_TEST_BUDGET),--budget-s $(GPU_TEST_BUDGET))
+
+gpu-carrier: apply      ## .devcarry/{1,2}: what gpu-test downloads, for a GPU machine without network (README)
+	@test -n "$(AOT_WHEEL)" || { echo "usage: make gpu-carrier AOT_WHEEL=<jit-cache wheel for the GPU's arch>"; exit 2; }
+	$(FISERIES) gpu-carrier --aot-wheel $(AOT_WHEEL)
 
 clean:
 	rm -rf build dist

@@ -84,7 +84,6 @@ def run_case(name: str, pythonpath: list[Path], cuda_home: Path, log: Path, work
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--site", type=Path, required=True, help="patched flashinfer-python site dir")
-    parser.add_argument("--tvm", type=Path, required=True, help="site dir holding tvm_ffi")
     parser.add_argument("--aot-wheel", type=Path, required=True)
     parser.add_argument("--cuda", type=Path, default=Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")))
     parser.add_argument("--out", type=Path, required=True)
@@ -95,9 +94,9 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
                         "--target", str(target), str(args.aot_wheel)], check=True)
         results = [
-            run_case("aot", [target, args.site, args.tvm], fake_toolkit(work / "no-cuda", work / "aot.log", None),
+            run_case("aot", [target, args.site], fake_toolkit(work / "no-cuda", work / "aot.log", None),
                      work / "aot.log", work),
-            run_case("jit", [args.site, args.tvm], fake_toolkit(work / "cuda", work / "jit.log", args.cuda),
+            run_case("jit", [args.site], fake_toolkit(work / "cuda", work / "jit.log", args.cuda),
                      work / "jit.log", work),
         ]
     gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],

@@ -101,7 +101,7 @@ def main():
     ap.add_argument("--eager", action="store_true")
     ap.add_argument(
         "--series-json",
-        help="bundle.json of bench/device_bundle.py: records the series hash in the results",
+        help="series.json of `make gpu-test`: records the series hash in the results",
     )
     args = ap.parse_args()
 

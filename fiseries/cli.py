@@ -17,7 +17,10 @@ from .tree import Layout, apply_all, applied_trees, drift_report
 from .upstream import materialise
 from .coverage import require_coverage
 from .engines import check_engines
-from .wheel import build_wheels
+from .carrier import build_carrier
+from .gpu_test import gpu_test
+from .upstream_tests import PINS as UPSTREAM_TEST_PINS, fill_from_git, load_pins
+from .wheel import build_wheels, series_hash
 
 
 def _layout(root: Path) -> Layout:
@@ -90,6 +93,20 @@ def cmd_engines(layout: Layout, args: argparse.Namespace) -> list[str]:
     return check_engines(layout.lock, args.dist)
 
 
+def cmd_gpu_test(layout: Layout, args: argparse.Namespace) -> int:
+    return gpu_test(layout, args.carrier, args.dist, args.budget_s, args.fresh)
+
+
+def cmd_gpu_carrier(layout: Layout, args: argparse.Namespace) -> list[str]:
+    return build_carrier(layout, args.out, args.aot_wheel, args.python_version, args.platform, series_hash(layout))
+
+
+def cmd_upstream_tests(layout: Layout, args: argparse.Namespace) -> list[str]:
+    pins = load_pins(layout.lock.root / UPSTREAM_TEST_PINS)
+    files = fill_from_git(pins, args.from_git, layout.lock.root / ".cache" / "upstream-tests")
+    return [f"{len(files)} upstream test files at {pins.commit[:12]} cached"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fiseries", description=__doc__)
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="project root (holds the lock file)")
@@ -116,12 +133,30 @@ def main(argv: list[str] | None = None) -> int:
     engines = sub.add_parser("engines", help="do the wheels in --dist satisfy engines.json?")
     engines.add_argument("--dist", type=Path, default=Path("dist"))
     engines.set_defaults(func=cmd_engines)
+    gpu = sub.add_parser("gpu-test", help="the GPU suite on this machine's GPU (build/gpu-test/gpu-report.md)")
+    gpu.add_argument("--carrier", type=Path, default=None, help="a carrier from gpu-carrier (no network)")
+    gpu.add_argument("--dist", type=Path, default=Path("dist"))
+    gpu.add_argument("--budget-s", type=float, default=None, help="stop starting steps after this; resume later")
+    gpu.add_argument("--fresh", action="store_true", help="forget the results of an earlier run")
+    gpu.set_defaults(func=cmd_gpu_test)
+    carrier = sub.add_parser("gpu-carrier", help="what gpu-test downloads, for a GPU machine without network")
+    carrier.add_argument("--aot-wheel", type=Path, required=True)
+    carrier.add_argument("--python-version", default="3.12")
+    carrier.add_argument("--platform", default="manylinux_2_28_x86_64")
+    carrier.add_argument("--out", type=Path, default=Path(".devcarry"))
+    carrier.set_defaults(func=cmd_gpu_carrier)
+    tests = sub.add_parser("upstream-tests", help="cache the pinned upstream test files from a local clone")
+    tests.add_argument("--from-git", type=Path, required=True, help="a git dir holding the pinned commit")
+    tests.set_defaults(func=cmd_upstream_tests)
     pr = sub.add_parser("pr")
     pr.add_argument("patch")
     pr.set_defaults(func=cmd_pr)
     args = parser.parse_args(argv)
     try:
-        for line in args.func(_layout(args.root.resolve()), args):
+        out = args.func(_layout(args.root.resolve()), args)
+        if isinstance(out, int):
+            return out
+        for line in out:
             print(line)
     except SeriesError as err:
         print(f"error: {err}", file=sys.stderr)

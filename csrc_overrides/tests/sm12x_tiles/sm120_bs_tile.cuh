@@ -143,5 +143,6 @@ extern "C" int sm12x_tile_pin_setup(void* args_ptr, void* workspace, cudaStream_
   return gemm.run(stream) == cutlass::Status::kSuccess ? 0 : 3;
 }
 
-extern "C" int sm12x_tile_pin_stages() { return sm12x_tile_pin::kStages; }
-extern "C" int sm12x_tile_pin_smem_bytes() { return sm12x_tile_pin::kSharedStorageBytes; }
+// Read from the object's symbol table by the compile test (host_constant), on any host arch.
+extern "C" __attribute__((used)) const int sm12x_tile_pin_stages = sm12x_tile_pin::kStages;
+extern "C" __attribute__((used)) const int sm12x_tile_pin_smem_bytes = sm12x_tile_pin::kSharedStorageBytes;

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -77,14 +78,28 @@ def parse_ptxas(log):
 
 
 def host_constant(obj, symbol):
-    """Read the immediate a trivial `extern "C" int f() { return K; }` returns."""
-    dis = subprocess.run(
-        ["objdump", "-d", "--no-show-raw-insn", str(obj)],
-        check=True, capture_output=True, text=True,
-    ).stdout
-    m = re.search(rf"<{symbol}>:\s*\n\s*\w+:\s*mov\s+\$0x([0-9a-f]+),%eax", dis)
-    assert m, f"could not read {symbol} from {obj}"
-    return int(m.group(1), 16)
+    """The value of `extern "C" const int symbol = K;` in a little-endian ELF64 object: the
+    symbol's bytes in its section, read from the symbol table (no disassembly, so it works for
+    x86_64 and aarch64 host objects alike)."""
+    data = Path(obj).read_bytes()
+    assert data[:4] == b"\x7fELF" and data[4] == 2 and data[5] == 1, f"{obj}: not a little-endian ELF64 file"
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    # (type, offset, size, link) of each section header
+    sections = [struct.unpack_from("<4xI16xQQI", data, shoff + i * shentsize) for i in range(shnum)]
+    symtab = next(s for s in sections if s[0] == 2)  # SHT_SYMTAB
+    strtab = sections[symtab[3]]
+    for entry in range(symtab[1], symtab[1] + symtab[2], 24):  # Elf64_Sym
+        name_at, shndx, value, size = struct.unpack_from("<I2xHQQ", data, entry)
+        end = data.index(b"\0", strtab[1] + name_at)
+        if data[strtab[1] + name_at:end].decode() != symbol:
+            continue
+        assert size == 4 and 0 < shndx < len(sections), f"{symbol} in {obj} is not a defined int"
+        kind, offset = sections[shndx][:2]
+        if kind == 8:  # SHT_NOBITS (.bss): zero-initialised
+            return 0
+        return int.from_bytes(data[offset + value:offset + value + size], "little", signed=True)
+    raise AssertionError(f"{symbol} not in the symbol table of {obj}")
 
 
 def compile_tu(src, out_dir):
@@ -151,3 +166,19 @@ def test_parse_ptxas_sample():
         {"kernel": "_ZN7cutlass13device_kernelIX", "arch": "sm_121a",
          "spill_stores": 0, "spill_loads": 0, "registers": 168}
     ]
+
+
+def test_host_constant_sample(tmp_path):
+    """CPU-only self-test of the symbol-table reader on a host object made by the system compiler."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler (cc/gcc) on PATH")
+    src = tmp_path / "k.c"
+    src.write_text("const int pin_a = 101376;\nconst int pin_b = -7;\nint pin_zero = 0;\n")
+    subprocess.run([cc, "-O2", "-c", str(src), "-o", str(tmp_path / "k.o")], check=True)
+    obj = tmp_path / "k.o"
+    assert host_constant(obj, "pin_a") == 101376
+    assert host_constant(obj, "pin_b") == -7
+    assert host_constant(obj, "pin_zero") == 0
+    with pytest.raises(AssertionError, match="not in the symbol table"):
+        host_constant(obj, "pin_missing")

@@ -32,8 +32,9 @@ from .upstream_tests import PINS as UPSTREAM_TEST_PINS, copy_cache, load_pins
 CARRIER_JSON = "carrier.json"
 STASH = Path(os.environ.get("FISERIES_STASH", "/tmp/fiseries-carry"))
 PART_BYTES = 56_000_000  # part 1 rides alone in the first call, with the working tree
-# upstream csrc units the 9.0a plan's upstream tests JIT (norm, FP8/MXFP8 quantize); headers all stay
-KEEP_CSRC_UNITS = ("norm.cu", "flashinfer_norm_binding.cu")
+# upstream csrc units the 9.0a plan reads: the norm module's (JIT), and the single-decode sources the AOT
+# manifest test's generator copies; FP8/MXFP8 quantize lives in nv_internal; headers all stay
+KEEP_CSRC_UNITS = ("norm.cu", "flashinfer_norm_binding.cu", "single_decode.cu", "single_decode_jit_binding.cu")
 KEEP_CSRC_DIRS = ("nv_internal",)
 WHEEL_PATHS = {"csrc/": "flashinfer/data/csrc/", "include/": "flashinfer/data/include/", "flashinfer/": "flashinfer/"}
 # pinned wheels the lent machine's image lacks, for its Python (the image has torch, numpy, pytest...)

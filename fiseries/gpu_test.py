@@ -17,14 +17,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .carrier import Carrier
+from .carrier import Carrier, Incomplete
 from .errors import SeriesError
 from .gpu_plan import Plan, Step, arch_of_capability, is_sm12x, resolve_plan, SM12X_SKIP_REASON
 from .tree import Layout
@@ -40,10 +39,6 @@ MIN_STEP_SECONDS = 20
 
 class NoGpu(SeriesError):
     """No CUDA GPU on this machine."""
-
-
-class Incomplete(SeriesError):
-    """The budget ran out (or a carrier is still missing parts); run again to resume."""
 
 
 @dataclass(frozen=True)
@@ -310,7 +305,8 @@ def _execute(cmd: list[str], env: dict[str, str], cwd: Path, log: Path, timeout:
 
 
 def xdist_workers(cpus: int) -> int:
-    return max(1, min(8, cpus // 2))
+    """pytest-xdist workers for a run given `cpus` (one left for the controller)."""
+    return max(1, min(8, cpus - 1))
 
 
 def step_command(ctx: Context, step: Step, junit: Path, cpus: int) -> tuple[list[str], Path]:
@@ -505,7 +501,7 @@ def write_report(ctx: Context, plan: Plan, results: list[StepResult], environmen
              f"- series {report['series']['sha256'][:12]} ({report['series']['version']}) on upstream "  # type: ignore[index]
              f"{lock.main.version} ({lock.main.revision[:12]})",
              f"- upstream tests: {pins.repository} at {pins.commit[:12]} ({pins.date})",
-             f"- pinned packages not as pinned: " + (", ".join(f"{p['name']} {p['installed']} (pin {p['pinned']})"
+             "- pinned packages not as pinned: " + (", ".join(f"{p['name']} {p['installed']} (pin {p['pinned']})"
                                                             for p in deviations) or "none"),
              f"- {report['date']}", "",
              "| step | site | status | passed / failed / skipped | s | notes |", "|---|---|---|---|---|---|"]
@@ -538,7 +534,7 @@ def gpu_test(layout: Layout, carrier_dir: Path | None, dist: Path, budget_s: flo
         shutil.rmtree(state / "steps", ignore_errors=True)
     state.mkdir(parents=True, exist_ok=True)
     try:
-        carrier = Carrier.open(carrier_dir) if carrier_dir is not None else None
+        carrier = Carrier.open(carrier_dir.resolve()) if carrier_dir is not None else None
     except Incomplete as err:
         print(f"gpu-test: {err}", file=sys.stderr)
         return INCOMPLETE
@@ -549,7 +545,7 @@ def gpu_test(layout: Layout, carrier_dir: Path | None, dist: Path, budget_s: flo
     if not environment["gpu_visible"]:
         raise SeriesError(f"torch in .venv-gpu ({environment['torch']}) sees no GPU: install a CUDA build "
                           f"(ci/gpu-requirements.txt) matching the driver {device.driver}")
-    sites, aot_wheel = install_sites(layout, python, state, device.arch, carrier, dist)
+    sites, aot_wheel = install_sites(layout, python, state, device.arch, carrier, dist.resolve())
     tests_dir = state / "upstream-tests"
     shutil.rmtree(tests_dir, ignore_errors=True)
     pins = load_pins(root / UPSTREAM_TEST_PINS)

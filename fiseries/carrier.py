@@ -11,7 +11,6 @@ call made at once) and runs once every part is there.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -27,6 +26,7 @@ from pathlib import Path
 from .errors import SeriesError
 from .git import git_out
 from .tree import Layout
+from .upstream import sha256_of
 from .upstream_tests import PINS as UPSTREAM_TEST_PINS, copy_cache, load_pins
 
 CARRIER_JSON = "carrier.json"
@@ -46,14 +46,6 @@ SM_NAME = re.compile(r"^sm(\d+)(\d)([af]?)$")
 
 class Incomplete(SeriesError):
     """Run again: the budget ran out, or a carrier part is still to come."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -116,7 +108,7 @@ class Carrier:
                     for part in packed["parts"]:
                         with (self.stash / part).open("rb") as f:
                             shutil.copyfileobj(f, out)
-                if _sha256(joined) != packed["sha256"]:
+                if sha256_of(joined) != packed["sha256"]:
                     raise SeriesError(f"{packed['name']}: the joined parts do not match the carrier's sha256")
                 with tarfile.open(joined) as tar:
                     tar.extractall(purelib, filter="data")
@@ -197,7 +189,7 @@ def pack_wheel(wheel: Path, dest: Path, part_bytes: int) -> dict[str, object]:
                 (dest / str(index)).mkdir(parents=True, exist_ok=True)
                 (dest / str(index) / name).write_bytes(block)
                 parts.append(name)
-        return {"name": wheel.name, "sha256": _sha256(joined), "parts": parts}
+        return {"name": wheel.name, "sha256": sha256_of(joined), "parts": parts}
 
 
 def wheel_archs(aot_wheel: Path) -> list[str]:

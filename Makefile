@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 CARRIER ?=
 GPU_TEST_BUDGET ?=
 
-.PHONY: venv upstream apply export check pins rebase rebase-continue pr wheel engines coverage test gpu-test gpu-carrier clean
+.PHONY: venv upstream apply export check pins rebase rebase-continue pr wheel engines coverage test test-fast gpu-test gpu-carrier clean
 
 $(VENV)/.stamp: ci/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,9 @@ coverage: venv          ## make coverage WHEEL=<jit-cache wheel> [TRACE=...] [AR
 
 test: venv              ## the whole CPU suite (GPU tests skip with a reason)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: venv         ## the edit loop: tests that neither apply the series to the real upstream nor compile
+	$(PY) -m pytest -m "not upstream and not compile" $(PYTEST_ARGS)
 
 gpu-test: $(if $(CARRIER),,venv)  ## the GPU suite on this machine's GPU -> build/gpu-test/gpu-report.{md,json} [CARRIER=.devcarry GPU_TEST_BUDGET=s]
 	$(if $(CARRIER),$(PYTHON) -m fiseries,$(FISERIES)) gpu-test --dist $(DIST) $(if $(CARRIER),--carrier $(CARRIER)) \

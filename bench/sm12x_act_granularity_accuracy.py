@@ -73,7 +73,8 @@ def markdown(rows: list[dict]) -> str:
     inp = {(r["profile"], r["granularity"]): r["input_ordinary_channels_rel_error_mean"] for r in rows}
     lines = [f"MoE output relative error (L2) vs exact activations; H {HIDDEN}, I {INTER}, {EXPERTS} experts, "
              f"top-{TOP_K}, {TOKENS} tokens, mean of {len(SEEDS)} seeds; float64 CPU emulation",
-             "", "| activations | MoE out g = 128 | g = 64 | g = 32 | FC1 input, ordinary channels: g = 128 | g = 64 | g = 32 |",
+             "", "| activations | MoE out g = 128 | g = 64 | g = 32 "
+             "| FC1 input, ordinary channels: g = 128 | g = 64 | g = 32 |",
              "|---|---|---|---|---|---|---|"]
     for name, _, _ in PROFILES:
         e = [by[(name, g)] for g in GRANULARITIES]
@@ -91,7 +92,8 @@ def main() -> int:
     config = {"hidden": HIDDEN, "intermediate": INTER, "experts": EXPERTS, "top_k": TOP_K, "tokens": TOKENS,
               "seeds": list(SEEDS), "weights": "random MXFP4 codes, UE8M0 exponents 118..123",
               "method": "float64 CPU emulation with the reference quantizer (bit-exact to the Triton q0 on H200)"}
-    (args.out / "sm12x_act_granularity_accuracy.json").write_text(json.dumps({"config": config, "rows": rows}, indent=1))
+    record = {"config": config, "rows": rows}
+    (args.out / "sm12x_act_granularity_accuracy.json").write_text(json.dumps(record, indent=1))
     (args.out / "sm12x_act_granularity_accuracy.md").write_text(markdown(rows))
     print(markdown(rows))
     return 0

@@ -20,7 +20,7 @@ import sys
 import tarfile
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import SeriesError
@@ -49,9 +49,33 @@ class Incomplete(SeriesError):
 
 
 @dataclass(frozen=True)
+class Packed:
+    """A wheel too large for one call: its files as an xz tar, in parts."""
+
+    name: str
+    sha256: str
+    parts: list[str]
+
+
+@dataclass(frozen=True)
+class CarrierMeta:
+    series_sha256: str
+    archs: list[str]
+    aot_wheel: str
+    wheels: list[str]
+    packed: list[Packed]
+
+    @classmethod
+    def load(cls, path: Path) -> CarrierMeta:
+        raw = json.loads(path.read_text())
+        return cls(raw["series_sha256"], list(raw["archs"]), raw["aot_wheel"], list(raw["wheels"]),
+                   [Packed(p["name"], p["sha256"], list(p["parts"])) for p in raw["packed"]])
+
+
+@dataclass(frozen=True)
 class Carrier:
-    root: Path  # the carrier directory (.devcarry), holding 1/ and 2/
-    meta: dict[str, object]
+    root: Path  # the folder holding carrier.json (.devcarry/2)
+    meta: CarrierMeta
     stash: Path
 
     @classmethod
@@ -66,8 +90,8 @@ class Carrier:
         if not found:
             raise Incomplete(f"{root}: no {CARRIER_JSON} yet (parts stashed in {stash}: "
                              f"{sorted(p.name for p in stash.iterdir())}); carry the rest and run again")
-        meta = json.loads(found[0].read_text())
-        missing = [p for packed in meta["packed"] for p in packed["parts"] if not (stash / p).is_file()]
+        meta = CarrierMeta.load(found[0])
+        missing = [p for packed in meta.packed for p in packed.parts if not (stash / p).is_file()]
         if missing:
             raise Incomplete(f"carrier parts not here yet: {missing} (stash {stash}); carry them in a call made "
                              "at once (the machine keeps /tmp while warm) and run again")
@@ -75,41 +99,41 @@ class Carrier:
 
     @property
     def identity(self) -> str:
-        return str(self.meta["series_sha256"]) + ":" + ",".join(sorted(self.meta["wheels"]))  # type: ignore[arg-type]
+        return self.meta.series_sha256 + ":" + ",".join(sorted(self.meta.wheels))
 
     @property
     def aot_wheel(self) -> Path:
-        return self.root / str(self.meta["aot_wheel"])
+        return self.root / self.meta.aot_wheel
 
     @property
     def upstream_tests(self) -> Path:
         return self.root / "upstream-tests"
 
     def check_for(self, series: str, arch: str) -> None:
-        if self.meta["series_sha256"] != series:
-            raise SeriesError(f"the carrier holds series {str(self.meta['series_sha256'])[:12]}, this tree is "
+        if self.meta.series_sha256 != series:
+            raise SeriesError(f"the carrier holds series {self.meta.series_sha256[:12]}, this tree is "
                               f"{series[:12]}: rebuild it with `make gpu-carrier`")
-        if arch not in self.meta["archs"]:  # type: ignore[operator]
-            raise SeriesError(f"the carrier's AOT wheel is for {self.meta['archs']}, this GPU is {arch}: "
+        if arch not in self.meta.archs:
+            raise SeriesError(f"the carrier's AOT wheel is for {self.meta.archs}, this GPU is {arch}: "
                               f"`make gpu-carrier ARCHS={arch}`")
 
     def install(self, python: Path) -> None:
         """The carried wheels into the venv of `python`, and the packed ones unpacked into its site-packages."""
-        wheels = [str(self.root / "wheels" / w) for w in self.meta["wheels"]]  # type: ignore[attr-defined]
+        wheels = [str(self.root / "wheels" / w) for w in self.meta.wheels]
         if wheels:
             subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", *wheels],
                            check=True)
         purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                  check=True, capture_output=True, text=True).stdout.strip()
-        for packed in self.meta["packed"]:  # type: ignore[attr-defined]
+        for packed in self.meta.packed:
             with tempfile.TemporaryDirectory() as tmp:
                 joined = Path(tmp) / "packed.tar.xz"
                 with joined.open("wb") as out:
-                    for part in packed["parts"]:
+                    for part in packed.parts:
                         with (self.stash / part).open("rb") as f:
                             shutil.copyfileobj(f, out)
-                if sha256_of(joined) != packed["sha256"]:
-                    raise SeriesError(f"{packed['name']}: the joined parts do not match the carrier's sha256")
+                if sha256_of(joined) != packed.sha256:
+                    raise SeriesError(f"{packed.name}: the joined parts do not match the carrier's sha256")
                 with tarfile.open(joined) as tar:
                     tar.extractall(purelib, filter="data")
 
@@ -172,7 +196,7 @@ def _pinned(requirements: Path, name: str) -> str:
     raise SeriesError(f"{requirements} pins no {name}")
 
 
-def pack_wheel(wheel: Path, dest: Path, part_bytes: int) -> dict[str, object]:
+def pack_wheel(wheel: Path, dest: Path, part_bytes: int) -> Packed:
     """A wheel's files as one xz tar split into parts (xz packs a wheel's .so files far tighter)."""
     with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp) / "tree"
@@ -189,7 +213,7 @@ def pack_wheel(wheel: Path, dest: Path, part_bytes: int) -> dict[str, object]:
                 (dest / str(index)).mkdir(parents=True, exist_ok=True)
                 (dest / str(index) / name).write_bytes(block)
                 parts.append(name)
-        return {"name": wheel.name, "sha256": sha256_of(joined), "parts": parts}
+        return Packed(wheel.name, sha256_of(joined), parts)
 
 
 def wheel_archs(aot_wheel: Path) -> list[str]:
@@ -233,8 +257,10 @@ def build_carrier(layout: Layout, out: Path, aot_wheel: Path, python_version: st
     shutil.copy2(aot_wheel, main / aot_wheel.name)
     pins = load_pins(root / UPSTREAM_TEST_PINS)
     copy_cache(pins, root / ".cache" / "upstream-tests", main / "upstream-tests")
-    meta = {"series_sha256": series_sha256, "archs": wheel_archs(aot_wheel), "upstream_version": layout.lock.main.version,
-            "upstream_wheel": upstream.name, "aot_wheel": aot_wheel.name, "wheels": wheels, "packed": packed,
+    meta = {"series_sha256": series_sha256, "archs": wheel_archs(aot_wheel),
+            "upstream_version": layout.lock.main.version,
+            "upstream_wheel": upstream.name, "aot_wheel": aot_wheel.name, "wheels": wheels,
+            "packed": [asdict(p) for p in packed],
             "python": python_version, "platform": platform_tag, "series_files": shipped}
     (main / CARRIER_JSON).write_text(json.dumps(meta, indent=2) + "\n")
     lines = []

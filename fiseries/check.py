@@ -75,7 +75,8 @@ def check_series(layout: Layout, tracking: Path) -> list[str]:
     trees = applied_trees(results)
     for target in layout.lock.targets:
         if pristine.source != "sdist":
-            report.append(f"{target.name}: tree {trees[target.name]} (lock hashes are for the sdist source; not compared)")
+            report.append(f"{target.name}: tree {trees[target.name]} "
+                          "(lock hashes are for the sdist source; not compared)")
         elif target.tree != trees[target.name]:
             raise SeriesError(
                 f"lock file pins {target.name} tree {target.tree}, applying the series gives "

@@ -90,8 +90,9 @@ def _upstream_tests(sm12x: bool) -> list[Step]:
     for rel, off_sm12x, parallel in UPSTREAM_TESTS:
         name = rel.rsplit("/", 1)[1].removeprefix("test_").removesuffix(".py").replace("_", "-")
         not_run = None if sm12x else off_sm12x
-        for site in ("pristine", "patched"):
-            steps.append(Step(f"upstream-{name}-{site}", "upstream-test", site, (rel,),  # type: ignore[arg-type]
+        sites: tuple[Site, ...] = ("pristine", "patched")
+        for site in sites:
+            steps.append(Step(f"upstream-{name}-{site}", "upstream-test", site, (rel,),
                               not_run=not_run, upstream_file=rel, parallel=parallel))
     return steps
 

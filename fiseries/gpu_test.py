@@ -104,12 +104,11 @@ class Context:
 # --- environment -------------------------------------------------------------------------------
 
 
-def _run(cmd: list[str | Path], what: str, **kwargs: object) -> str:
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
+def _run(cmd: list[str | Path], what: str) -> str:
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
     if proc.returncode != 0:
         raise SeriesError(f"{what} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    out: str = proc.stdout
-    return out
+    return proc.stdout
 
 
 def _purelib(python: Path) -> str:
@@ -129,13 +128,14 @@ def gpu_venv(root: Path, carrier: Carrier | None) -> Path:
     shutil.rmtree(venv, ignore_errors=True)
     if carrier is None:
         _run([sys.executable, "-m", "venv", venv], "creating .venv-gpu")
-        _run([python, "-m", "pip", "install", "--quiet", "-r", root / REQUIREMENTS], "pip install -r ci/gpu-requirements.txt")
+        _run([python, "-m", "pip", "install", "--quiet", "-r", root / REQUIREMENTS],
+             f"pip install -r {REQUIREMENTS}")
     else:
         # no network: the carrier's pinned wheels, then this interpreter's own packages (its torch and
         # pip) through a .pth file, as --system-site-packages would reach past a venv to its base
         _run([sys.executable, "-m", "venv", "--without-pip", venv], "creating .venv-gpu")
-        machine = json.loads(_run([sys.executable, "-c", "import json, site; print(json.dumps(site.getsitepackages()))"],
-                                  "reading this interpreter's site-packages"))
+        sites = "import json, site; print(json.dumps(site.getsitepackages()))"
+        machine = json.loads(_run([sys.executable, "-c", sites], "reading this interpreter's site-packages"))
         lines = [f"import site; site.addsitedir({path!r})" for path in machine]  # their .pth files too
         (Path(_purelib(python)) / "_machine_site.pth").write_text("\n".join(lines) + "\n")
         carrier.install(python)
@@ -168,15 +168,36 @@ def pinned_requirements(root: Path) -> dict[str, str]:
     return pins
 
 
-def probe_environment(python: Path, root: Path) -> dict[str, object]:
+@dataclass(frozen=True)
+class Pin:
+    name: str
+    pinned: str
+    installed: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.installed is not None and self.installed.split("+")[0] == self.pinned
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What the GPU venv's interpreter reports, and each pinned package's installed version."""
+
+    python: str
+    torch: str
+    cuda: str | None
+    gpu_visible: bool
+    pins: list[Pin]
+
+    def to_json(self) -> dict[str, object]:
+        return {**asdict(self), "pins": [{**asdict(p), "ok": p.ok} for p in self.pins]}
+
+
+def probe_environment(python: Path, root: Path) -> Environment:
     pins = pinned_requirements(root)
-    info: dict[str, object] = json.loads(_run([python, "-c", PROBE, *pins], "probing .venv-gpu").splitlines()[-1])
-    versions = info.pop("versions")
-    assert isinstance(versions, dict)
-    info["pins"] = [{"name": n, "pinned": v, "installed": versions[n],
-                     "ok": versions[n] is not None and versions[n].split("+")[0] == v}
-                    for n, v in pins.items()]
-    return info
+    info = json.loads(_run([python, "-c", PROBE, *pins], "probing .venv-gpu").splitlines()[-1])
+    return Environment(info["python"], info["torch"], info["cuda"], info["gpu_visible"],
+                       [Pin(name, version, info["versions"][name]) for name, version in pins.items()])
 
 
 def _pip_target(python: Path, wheel: Path, target: Path) -> None:
@@ -460,7 +481,7 @@ def _counts(result: StepResult) -> str:
     return f"{c.get('passed', 0)} / {c.get('failed', 0) + c.get('error', 0)} / {c.get('skipped', 0)}"
 
 
-def write_report(ctx: Context, plan: Plan, results: list[StepResult], environment: dict[str, object],
+def write_report(ctx: Context, plan: Plan, results: list[StepResult], environment: Environment,
                  complete: bool) -> tuple[Path, Path]:
     lock = ctx.layout.lock
     pins = load_pins(ctx.root / UPSTREAM_TEST_PINS)
@@ -476,7 +497,7 @@ def write_report(ctx: Context, plan: Plan, results: list[StepResult], environmen
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "device": {**asdict(ctx.device), "arch": ctx.device.arch},
         "host": {"machine": platform.machine(), "cpus": ctx.cpus, "system": platform.platform()},
-        "environment": environment,
+        "environment": environment.to_json(),
         "series": {"sha256": series_hash(ctx.layout), "version": local_version(ctx.layout)},
         "upstream": {"version": lock.main.version, "revision": lock.main.revision},
         "upstream_tests": {"repository": pins.repository, "commit": pins.commit, "date": pins.date,
@@ -490,18 +511,18 @@ def write_report(ctx: Context, plan: Plan, results: list[StepResult], environmen
     json_path.write_text(json.dumps(report, indent=1) + "\n")
 
     env = environment
-    deviations = [p for p in env["pins"] if not p["ok"]]  # type: ignore[union-attr]
+    deviations = [p for p in env.pins if not p.ok]
     verdict = ("PASS" if report["ok"] else "FAIL: " + ", ".join(failed)) if complete else \
         "INCOMPLETE: run `make gpu-test` again to resume"
     lines = [f"# gpu-test report: {verdict}", "",
              f"- device: {ctx.device.name} (sm_{ctx.device.capability.replace('.', '')}, {ctx.device.arch}), "
              f"driver {ctx.device.driver}, {ctx.device.memory_mib} MiB",
-             f"- host: {platform.machine()}, {ctx.cpus} CPUs; Python {env['python']}, torch {env['torch']} "
-             f"(CUDA {env['cuda']})",
-             f"- series {report['series']['sha256'][:12]} ({report['series']['version']}) on upstream "  # type: ignore[index]
+             f"- host: {platform.machine()}, {ctx.cpus} CPUs; Python {env.python}, torch {env.torch} "
+             f"(CUDA {env.cuda})",
+             f"- series {series_hash(ctx.layout)[:12]} ({local_version(ctx.layout)}) on upstream "
              f"{lock.main.version} ({lock.main.revision[:12]})",
              f"- upstream tests: {pins.repository} at {pins.commit[:12]} ({pins.date})",
-             "- pinned packages not as pinned: " + (", ".join(f"{p['name']} {p['installed']} (pin {p['pinned']})"
+             "- pinned packages not as pinned: " + (", ".join(f"{p.name} {p.installed} (pin {p.pinned})"
                                                             for p in deviations) or "none"),
              f"- {report['date']}", "",
              "| step | site | status | passed / failed / skipped | s | notes |", "|---|---|---|---|---|---|"]
@@ -542,8 +563,8 @@ def gpu_test(layout: Layout, carrier_dir: Path | None, dist: Path, budget_s: flo
           flush=True)
     python = gpu_venv(root, carrier)
     environment = probe_environment(python, root)
-    if not environment["gpu_visible"]:
-        raise SeriesError(f"torch in .venv-gpu ({environment['torch']}) sees no GPU: install a CUDA build "
+    if not environment.gpu_visible:
+        raise SeriesError(f"torch in .venv-gpu ({environment.torch}) sees no GPU: install a CUDA build "
                           f"(ci/gpu-requirements.txt) matching the driver {device.driver}")
     sites, aot_wheel = install_sites(layout, python, state, device.arch, carrier, dist.resolve())
     tests_dir = state / "upstream-tests"

@@ -100,5 +100,5 @@ def load_lock(path: Path) -> Lock:
             raise SeriesError(f"lock file {path}: bad target entry {entry}: {err}") from None
         targets.append(target)
     lock = Lock(path, targets)
-    lock.main  # a lock without the main target is unusable
+    _ = lock.main  # raises: a lock without the main target is unusable
     return lock

@@ -7,6 +7,7 @@ import re
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from .errors import SeriesError
 from .export import export_all, record_trees
@@ -141,19 +142,19 @@ def continue_rebase(layout: Layout) -> list[str]:
     return _finish(layout, state)
 
 
-def _finish(layout: Layout, state: dict) -> list[str]:
+def _finish(layout: Layout, state: dict[str, Any]) -> list[str]:
     lock = layout.lock
     version = state["version"]
     new_targets = []
     for target in lock.targets:
-        changes: dict[str, object] = {"version": version} if target.is_main else {}
+        changes: dict[str, Any] = {"version": version} if target.is_main else {}
         if target.is_main:
             changes["revision"] = state["revision"]
             if target.sdist is not None and state["sdist_sha256"]:
                 changes["sdist"] = Sdist(target.sdist.project, state["sdist_sha256"])
         elif target.name in state["vendored"]:
             changes["revision"] = state["vendored"][target.name]
-        new_targets.append(replace(target, **changes))  # type: ignore[arg-type]
+        new_targets.append(replace(target, **changes))
     new_lock = Lock(lock.path, new_targets)
     old_tree = layout.tree
     if old_tree.exists():
@@ -196,7 +197,7 @@ def _repin_submodule(lock: Lock) -> str | None:
             f"(run `git submodule update {path}` to check it out)")
 
 
-def _record_backports(old_lock: Lock, state: dict) -> None:
+def _record_backports(old_lock: Lock, state: dict[str, Any]) -> None:
     tracking = old_lock.root / "tracking.md"
     if not tracking.is_file():
         return

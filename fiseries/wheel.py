@@ -225,7 +225,8 @@ def aot_build_env(work: Path, stage: Path, archs: list[str], arch: str) -> dict[
     if arch != platform.machine():
         compiler = shutil.which(f"{CROSS_TRIPLE[arch]}-g++")
         if compiler is None:
-            raise SeriesError(f"HOST_ARCH={arch} needs {CROSS_TRIPLE[arch]}-g++: apt-get install g++-{CROSS_TRIPLE[arch]}")
+            raise SeriesError(f"HOST_ARCH={arch} needs {CROSS_TRIPLE[arch]}-g++: "
+                              f"apt-get install g++-{CROSS_TRIPLE[arch]}")
         env.update(CC=compiler, CXX=compiler, CUDA_HOME=str(cross_cuda_home(work, arch)),
                    PATH=f"{cross_binutils_dir(work, arch)}{os.pathsep}{path}")
         env.pop("LIBRARY_PATH")  # x86_64 libcuda stub and libnvrtc; the aarch64 ones are in $CUDA_HOME/lib64

@@ -16,6 +16,8 @@ import pytest
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.upstream
+
 TRACER = ROOT / "aot_build" / "trace_jit_specs.py"
 TRACE = ROOT / "aot_build" / "traces" / "sm121.json"
 MANIFEST = ROOT / "aot_build" / "manifests" / "sm121_decode.json"

@@ -22,7 +22,7 @@ from fiseries.tree import Layout
 from fiseries.cuda import kernel_resources, sass_opcodes
 from fiseries.wheel import build_aot_modules, host_arch
 
-pytestmark = pytest.mark.upstream
+pytestmark = [pytest.mark.upstream, pytest.mark.compile]
 
 SM12X_SHARED_LIMIT = 99 * 1024  # opt-in shared memory per block on SM120/SM121
 E4M3_CVT = "F2FP.SATFINITE.E4M3.F32.PACK_AB_MERGE_C"  # cvt.rn.satfinite.e4m3x2.f32 (sm_89+)
@@ -73,7 +73,8 @@ def _gpu_reason() -> str | None:
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     if proc.stdout.strip() != "True":
         return ("no SM89+ CUDA GPU on this machine: the runtime tests of the fused norm->FP8/MXFP8 "
-                "kernels ran on the lent H100 and H200 (bench/results/norm_quant_fused_tests_h*.log); run `make test` on a GPU box")
+                "kernels ran on the lent H100 and H200 (bench/results/norm_quant_fused_tests_h*.log); "
+                "run `make test` on a GPU box")
     return None
 
 

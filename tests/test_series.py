@@ -178,7 +178,10 @@ def test_pr_for_a_cutlass_patch(fake: FakeProject) -> None:
     fake.ok("pr", "cutlass/1")
     repo = fake.root / "build/pr/0001-sm120-pad-SFA-to-128-rows"
     assert "line 20 padded" in (repo / "include/cutlass/gemm.h").read_text()
-    assert "ambiguous" not in fake.fail("pr", "norm")  # two flashinfer patches match 'norm'
+    ambiguous = fake.fail("pr", "norm")  # two flashinfer patches match 'norm'
+    assert "must name exactly one patch" in ambiguous, ambiguous
+    assert "flashinfer/0001-norm-scale-by-two.patch" in ambiguous
+    assert "flashinfer/0002-norm-hook-the-fused-quant-header.patch" in ambiguous
 
 
 def _next_release(fake: FakeProject, files: dict[str, str], version: str = "1.1") -> Path:

@@ -19,6 +19,8 @@ import torch
 from conftest import ROOT
 from fiseries.cuda import kernel_resources, nvidia_cu13_dir
 
+pytestmark = [pytest.mark.upstream, pytest.mark.compile]
+
 HARNESS = ROOT / "tests/sm12x_dsl/compile_mxfp8_mxfp4.py"
 SM12X_SMEM_PER_BLOCK = 101376  # 99 KB opt-in shared memory per block on SM120/SM121
 GRANULARITIES = (128, 64, 32)

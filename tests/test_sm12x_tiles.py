@@ -16,6 +16,8 @@ from conftest import ROOT
 from fiseries.lock import LOCK_NAME, load_lock
 from fiseries.tree import Layout
 
+pytestmark = pytest.mark.upstream
+
 SUITE = ROOT / "build/tree/tests/sm12x_tiles"
 TMA_ERROR = "TMA requires CTA_Tile and SLayout top-level size equivalence"
 

@@ -54,6 +54,7 @@ def _in_wheel(upstream_path: str) -> str | None:
     return None
 
 
+@pytest.mark.compile
 def test_patched_wheel_holds_every_patched_file(wheels: dict) -> None:
     layout = Layout.for_lock(load_lock(ROOT / LOCK_NAME))
     version = wheels["manifest"]["version"]
@@ -74,6 +75,7 @@ def test_patched_wheel_holds_every_patched_file(wheels: dict) -> None:
     assert wheels["manifest"]["series_sha256"] and wheels["manifest"]["host_arch"]
 
 
+@pytest.mark.compile
 def test_aot_wheel_has_sm121a_sass_and_metadata(wheels: dict, tmp_path: Path) -> None:
     manifest = wheels["manifest"]
     (aot,) = wheels["dist"].glob("flashinfer_jit_cache-*.whl")
@@ -97,6 +99,7 @@ print(spec.is_aot, spec.aot_path, flashinfer_jit_cache.jit_cache_dir)
 """
 
 
+@pytest.mark.compile
 def test_loader_finds_the_aot_module_without_jit(wheels: dict, tmp_path: Path) -> None:
     site = tmp_path / "site"
     for wheel in wheels["dist"].glob("*.whl"):
@@ -113,6 +116,7 @@ def test_loader_finds_the_aot_module_without_jit(wheels: dict, tmp_path: Path) -
     assert path == f"{cache_dir}/norm/norm.so" and Path(path).is_file()
 
 
+@pytest.mark.compile
 def test_upstream_aot_manifest_tests(wheels: dict, tmp_path: Path) -> None:
     """The series' upstream-style CPU test of `flashinfer.aot --manifest`, on the patched wheel."""
     site = tmp_path / "site"
@@ -126,6 +130,7 @@ def test_upstream_aot_manifest_tests(wheels: dict, tmp_path: Path) -> None:
     assert proc.returncode == 0 and " passed" in proc.stdout, proc.stdout[-4000:] + proc.stderr[-2000:]
 
 
+@pytest.mark.compile
 def test_coverage_checker(wheels: dict, tmp_path: Path) -> None:
     (aot,) = wheels["dist"].glob("flashinfer_jit_cache-*.whl")
     trace = tmp_path / "trace.json"
@@ -141,6 +146,7 @@ def test_coverage_checker(wheels: dict, tmp_path: Path) -> None:
     assert wrong.wrong_archs == {"norm": ["sm_121a"], "norm_quant": ["sm_121a"]}
 
 
+@pytest.mark.compile
 def test_cross_build_aarch64(checked: str, tmp_path: Path) -> None:
     """`make wheel HOST_ARCH=aarch64` on x86_64: aarch64 host code, sm_121a SASS, linux_aarch64 tag."""
     import platform

@@ -6,7 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FISERIES := $(PY) -m fiseries
 ARCHS ?= 12.1a
-AOT_MANIFEST ?= aot_build/manifests/sm121_decode.json
+AOT_MANIFEST ?=
+HOST_ARCH ?=
 DIST ?= dist
 TRACE ?= aot_build/traces/sm121.json
 PYTEST_ARGS ?=
@@ -49,7 +50,8 @@ pr: venv                ## make pr PATCH=<n | target/n | name>: build/pr/<name>,
 	$(FISERIES) pr $(PATCH)
 
 wheel: venv             ## dist/: patched flashinfer-python + AOT wheel for ARCHS (default 12.1a) [HOST_ARCH=aarch64: cross build]
-	$(FISERIES) wheel --archs "$(ARCHS)" --manifest $(AOT_MANIFEST) --dist $(DIST)
+	$(FISERIES) wheel --archs "$(ARCHS)" --dist $(DIST) $(if $(AOT_MANIFEST),--manifest $(AOT_MANIFEST)) \
+	  $(if $(HOST_ARCH),--host-arch $(HOST_ARCH))
 
 engines: venv           ## do the wheels in dist/ satisfy the engine pins engines.json gives this series?
 	$(FISERIES) engines --dist $(DIST)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import platform
 import sys
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def cmd_pr(layout: Layout, args: argparse.Namespace) -> list[str]:
 
 def cmd_wheel(layout: Layout, args: argparse.Namespace) -> list[str]:
     cmd_apply(layout, args)
-    wheels = build_wheels(layout, args.archs.split(), args.manifest, args.dist)
+    wheels = build_wheels(layout, args.archs.split(), args.manifest, args.dist, args.host_arch)
     return [f"patched wheel: {wheels.patched}", f"AOT wheel:     {wheels.aot}",
             f"manifest:      {wheels.manifest}"]
 
@@ -116,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--sdist", type=Path, default=None, help="use this local sdist instead of PyPI")
         p.set_defaults(func=func)
     sub.choices["wheel"].add_argument("--archs", default="12.1a")
-    sub.choices["wheel"].add_argument("--manifest", type=Path, default=Path("aot_build/manifests/default.json"))
+    sub.choices["wheel"].add_argument("--manifest", type=Path, default=Path("aot_build/manifests/sm121_decode.json"))
+    sub.choices["wheel"].add_argument("--host-arch", default=platform.machine(),
+                                      help="the machine the AOT modules run on (aarch64: cross build on x86_64)")
     sub.choices["wheel"].add_argument("--dist", type=Path, default=Path("dist"))
     for name, func in [("export", cmd_export), ("check", cmd_check), ("rebase-continue", cmd_rebase_continue),
                        ("pins", cmd_pins)]:

@@ -236,7 +236,7 @@ def install_sites(layout: Layout, python: Path, state: Path, arch: str, carrier:
         wheels = _dist_wheels(layout, dist, arch)
         if wheels is None:  # same build as `make wheel ARCHS=<arch>`
             manifest = layout.lock.root / MANIFEST_FOR[is_sm12x(arch)]
-            built = build_wheels(layout, [arch], manifest, dist)
+            built = build_wheels(layout, [arch], manifest, dist, platform.machine())
             wheels = (built.patched, built.aot)
         _pip_target(python, wheels[0], sites / "patched")
         aot_wheel = wheels[1]

@@ -21,7 +21,7 @@ from .errors import SeriesError
 from .series import read_series
 from .tree import Layout, overlay_files
 
-# Cross build (HOST_ARCH=aarch64 on an x86_64 box): the host half of every module (.so, nvcc's host
+# Cross build (--host-arch aarch64 on an x86_64 box): the host half of every module (.so, nvcc's host
 # stub objects) is compiled and linked by Debian's aarch64 cross g++; nvcc/cicc/ptxas stay the x86_64
 # toolkit's (device code does not depend on the build machine). See aot_build/CROSS.md.
 CROSS_TRIPLE = {"aarch64": "aarch64-linux-gnu"}
@@ -86,11 +86,10 @@ def build_patched_wheel(stage: Path, dist: Path) -> Path:
     return made[-1]
 
 
-def host_arch() -> str:
-    """The machine the AOT modules run on: HOST_ARCH (make wheel HOST_ARCH=aarch64), else this one."""
-    arch = os.environ.get("HOST_ARCH") or platform.machine()
+def check_host_arch(arch: str) -> str:
+    """The machine the AOT modules run on (`--host-arch`): this one, or aarch64 cross-built on x86_64."""
     if arch != platform.machine() and (platform.machine(), arch) != ("x86_64", "aarch64"):
-        raise SeriesError(f"HOST_ARCH={arch} on a {platform.machine()} build machine: only x86_64 -> aarch64 "
+        raise SeriesError(f"host arch {arch} on a {platform.machine()} build machine: only x86_64 -> aarch64 "
                           "cross builds are supported")
     return arch
 
@@ -225,7 +224,7 @@ def aot_build_env(work: Path, stage: Path, archs: list[str], arch: str) -> dict[
     if arch != platform.machine():
         compiler = shutil.which(f"{CROSS_TRIPLE[arch]}-g++")
         if compiler is None:
-            raise SeriesError(f"HOST_ARCH={arch} needs {CROSS_TRIPLE[arch]}-g++: "
+            raise SeriesError(f"host arch {arch} needs {CROSS_TRIPLE[arch]}-g++: "
                               f"apt-get install g++-{CROSS_TRIPLE[arch]}")
         env.update(CC=compiler, CXX=compiler, CUDA_HOME=str(cross_cuda_home(work, arch)),
                    PATH=f"{cross_binutils_dir(work, arch)}{os.pathsep}{path}")
@@ -321,7 +320,7 @@ def build_aot_wheel(layout: Layout, version: str, archs: list[str], modules_dir:
     return write_wheel(dist, "flashinfer-jit-cache", version, tag, files)
 
 
-def build_wheels(layout: Layout, archs: list[str], manifest: Path, dist: Path) -> Wheels:
+def build_wheels(layout: Layout, archs: list[str], manifest: Path, dist: Path, host: str) -> Wheels:
     """Both wheels and dist/manifest.json from the applied build/tree."""
     dist.mkdir(parents=True, exist_ok=True)
     for stale in [*dist.glob("flashinfer_python-*.whl"), *dist.glob("flashinfer_jit_cache-*.whl")]:
@@ -331,7 +330,7 @@ def build_wheels(layout: Layout, archs: list[str], manifest: Path, dist: Path) -
     stage_tree(layout, stage, version)
     patched = build_patched_wheel(stage, dist)
     modules_dir = layout.build / "aot" / "modules"
-    arch = host_arch()
+    arch = check_host_arch(host)
     started = time.monotonic()
     modules = build_aot_modules(layout, stage, archs, manifest, modules_dir, arch)
     aot_seconds = round(time.monotonic() - started, 1)

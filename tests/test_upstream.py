@@ -148,15 +148,15 @@ def test_coverage_checker(wheels: dict, tmp_path: Path) -> None:
 
 @pytest.mark.compile
 def test_cross_build_aarch64(checked: str, tmp_path: Path) -> None:
-    """`make wheel HOST_ARCH=aarch64` on x86_64: aarch64 host code, sm_121a SASS, linux_aarch64 tag."""
+    """`make wheel HOST_ARCH=aarch64` (--host-arch) on x86_64: aarch64 host code, sm_121a SASS, linux_aarch64 tag."""
     import platform
     import shutil
 
     if platform.machine() != "x86_64" or shutil.which("aarch64-linux-gnu-g++") is None:
         pytest.skip("needs an x86_64 box with Debian's g++-aarch64-linux-gnu (see aot_build/CROSS.md)")
-    env = dict(os.environ, HOST_ARCH="aarch64")
     proc = subprocess.run([sys.executable, "-m", "fiseries", "--root", str(ROOT), "wheel", "--archs", "12.1a",
-                           "--dist", str(tmp_path)], capture_output=True, text=True, env=env)
+                           "--manifest", "aot_build/manifests/default.json", "--host-arch", "aarch64",
+                           "--dist", str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
     (aot,) = tmp_path.glob("flashinfer_jit_cache-*-py3-none-linux_aarch64.whl")
     with zipfile.ZipFile(aot) as zf:

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from fiseries.lock import LOCK_NAME, load_lock  # noqa: E402
 from fiseries.tree import Layout  # noqa: E402
-from fiseries.wheel import aot_build_env, host_arch  # noqa: E402
+from fiseries.wheel import aot_build_env  # noqa: E402
 
 WRITE_NINJA = """
 import sys
@@ -82,7 +82,7 @@ def main() -> None:
     if not stage.is_dir():
         raise SystemExit("build/stage/flashinfer missing: run `make wheel` first")
     build_dir = args.out.resolve() / "build"
-    env = aot_build_env(layout.build / "aot", stage, args.archs.split(), host_arch())
+    env = aot_build_env(layout.build / "aot", stage, args.archs.split(), platform.machine())
     subprocess.run([sys.executable, "-c", WRITE_NINJA, str(args.manifest.resolve()), str(build_dir.resolve())],
                    env=env, cwd=stage, check=True)
     names = [entry["name"] for entry in json.loads(args.manifest.read_text())["modules"]]

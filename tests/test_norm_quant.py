@@ -8,6 +8,7 @@ tests (upstream-style, tests/utils/test_norm_quant_fused.py) run on any SM89+ GP
 from __future__ import annotations
 
 import json
+import platform
 import os
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from conftest import ROOT
 from fiseries.lock import LOCK_NAME, load_lock
 from fiseries.tree import Layout
 from fiseries.cuda import kernel_resources, sass_opcodes
-from fiseries.wheel import build_aot_modules, host_arch
+from fiseries.wheel import build_aot_modules
 
 pytestmark = [pytest.mark.upstream, pytest.mark.compile]
 
@@ -62,7 +63,7 @@ def test_norm_quant_sm120a_build(wheels: dict, tmp_path: Path) -> None:
     manifest = tmp_path / "norm_quant.json"
     manifest.write_text(json.dumps({"modules": [
         {"name": "norm_quant", "generator": "flashinfer.jit.norm:gen_norm_quant_module"}]}))
-    (module,) = build_aot_modules(layout, stage, ["12.0a"], manifest, tmp_path / "modules", host_arch())
+    (module,) = build_aot_modules(layout, stage, ["12.0a"], manifest, tmp_path / "modules", platform.machine())
     assert module["sass"] == ["sm_120a"]
     _check_build(tmp_path / "modules/norm_quant/norm_quant.so", "sm_120a", tmp_path / "sass")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import zipfile
@@ -18,7 +19,7 @@ from fiseries.tree import Layout
 from fiseries.coverage import check_coverage
 from fiseries.upstream import submodule_populated
 from fiseries.cuda import elf_archs, find_cuobjdump
-from fiseries.wheel import aot_build_env, host_arch, patch_count
+from fiseries.wheel import aot_build_env, patch_count
 
 pytestmark = pytest.mark.upstream
 
@@ -149,7 +150,6 @@ def test_coverage_checker(wheels: dict, tmp_path: Path) -> None:
 @pytest.mark.compile
 def test_cross_build_aarch64(checked: str, tmp_path: Path) -> None:
     """`make wheel HOST_ARCH=aarch64` (--host-arch) on x86_64: aarch64 host code, sm_121a SASS, linux_aarch64 tag."""
-    import platform
     import shutil
 
     if platform.machine() != "x86_64" or shutil.which("aarch64-linux-gnu-g++") is None:
@@ -168,7 +168,7 @@ def test_cross_build_aarch64(checked: str, tmp_path: Path) -> None:
 def test_aot_env_provides_what_the_minimal_toolkit_lacks(tmp_path: Path) -> None:
     """The AOT build env adds the cuBLAS/NVRTC headers and the -lcuda / -lnvrtc link libraries
     from pinned wheels: fused_moe_120 (deepgemm_jit_setup.cu) includes nvrtc.h and links -lnvrtc."""
-    env = aot_build_env(tmp_path / "work", tmp_path, ["12.1a"], host_arch())
+    env = aot_build_env(tmp_path / "work", tmp_path, ["12.1a"], platform.machine())
     source = tmp_path / "probe.cu"
     source.write_text("#include <cublas_v2.h>\n#include <nvrtc.h>\n#include <cuda.h>\n"
                       "extern \"C\" int probe() { int major, minor; nvrtcVersion(&major, &minor);\n"

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .errors import SeriesError
 from .git import git_out
-from .tree import Layout
+from .layout import Layout
 from .upstream import sha256_of
 from .upstream_tests import PINS as UPSTREAM_TEST_PINS, copy_cache, load_pins
 

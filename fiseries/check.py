@@ -13,7 +13,8 @@ from .export import export_all
 from .git import git_env
 from .pins import check_pins
 from .tracking import check_tracking
-from .tree import Layout, applied_trees, apply_all
+from .layout import Layout
+from .tree import applied_trees, apply_all
 
 UPDATE_PATCH = "update-patches.patch"
 

@@ -14,7 +14,8 @@ from .lock import LOCK_NAME, load_lock
 from .pins import rewrite_pins
 from .pr import make_pr
 from .rebase import continue_rebase, start_rebase
-from .tree import Layout, apply_all, applied_trees, drift_report
+from .layout import Layout
+from .tree import apply_all, applied_trees, drift_report
 from .upstream import materialise
 from .coverage import require_coverage
 from .engines import check_engines

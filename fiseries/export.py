@@ -9,7 +9,8 @@ from pathlib import Path
 from .git import git_out, run_git, tree_hash
 from .lock import Lock, Target
 from .patchfile import format_patch
-from .tree import OVERLAY_SUBJECT, Layout
+from .layout import Layout
+from .tree import OVERLAY_SUBJECT
 
 SERIES_HEADER = "# Applied in this order by `make apply` (git am --3way); written by `make export`.\n"
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from .carrier import Carrier, Incomplete
 from .errors import SeriesError
 from .gpu_plan import Plan, Step, arch_of_capability, is_sm12x, resolve_plan, SM12X_SKIP_REASON
-from .tree import Layout
+from .layout import Layout
 from .upstream_tests import PINS as UPSTREAM_TEST_PINS, load_pins, materialise as materialise_tests
 from .wheel import build_wheels, local_version, series_hash
 

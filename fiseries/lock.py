@@ -60,6 +60,11 @@ class Lock:
         raise SeriesError(f"{self.path}: no target with path '.'; add the FlashInfer target")
 
     @property
+    def vendored_paths(self) -> list[str]:
+        """Where every target other than FlashInfer sits inside the FlashInfer tree."""
+        return [t.path for t in self.targets if not t.is_main]
+
+    @property
     def base_tag(self) -> str:
         """Tag of the pristine commit in every target's repo: the FlashInfer release vendoring it."""
         return f"upstream/{self.main.version}"

@@ -11,7 +11,7 @@ from .errors import SeriesError
 from .git import git_env, init_repo_from_dir, run_git
 from .lock import Target
 from .series import parse_patch_message, read_series
-from .tree import Layout, vendored_paths
+from .layout import Layout
 from .upstream import PRISTINE_MARK, materialise
 
 # Trailers that only mean something inside this fork; upstream reviewers never see them.
@@ -56,7 +56,7 @@ def make_pr(layout: Layout, wanted: str) -> tuple[Path, str]:
     repo = layout.build / "pr" / name
     if repo.exists():
         shutil.rmtree(repo)
-    keep_out = vendored_paths(lock) if target.is_main else []
+    keep_out = lock.vendored_paths if target.is_main else []
     shutil.copytree(pristine.path / target.path, repo, symlinks=True,
                     ignore=shutil.ignore_patterns(PRISTINE_MARK))
     for vendored in keep_out:

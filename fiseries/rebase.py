@@ -15,7 +15,8 @@ from .git import commit_all, git_out, run_git
 from .lock import Lock, Sdist
 from .pins import rewrite_pins
 from .tracking import refresh_lines
-from .tree import Applied, Layout, apply_target, create_tree, vendored_paths
+from .layout import Layout
+from .tree import Applied, apply_target, create_tree
 from .upstream import (copy_tracked, extract_sdist, fetch_verified_sdist, materialise,
                        read_build_meta, submodule_populated)
 
@@ -41,7 +42,7 @@ def _fetch_release(layout: Layout, version: str, sdist_file: Path | None) -> New
     if sdist_file is None and submodule_populated(layout.submodule):
         revision = git_out(layout.submodule, "rev-parse", "HEAD")
         dest.mkdir()
-        copy_tracked(layout.submodule, dest, vendored_paths(lock))
+        copy_tracked(layout.submodule, dest, lock.vendored_paths)
         for target in lock.targets:
             if not target.is_main:
                 vendored[target.name] = git_out(layout.submodule / target.path, "rev-parse", "HEAD")
@@ -90,7 +91,7 @@ def start_rebase(layout: Layout, version: str, sdist_file: Path | None) -> list[
     create_tree(lock, old.path, work)
     for target in lock.targets:
         repo = work / target.path
-        keep = vendored_paths(lock) if target.is_main else []
+        keep = lock.vendored_paths if target.is_main else []
         _replace_contents(repo, release.pristine / target.path, keep)
         commit_all(repo, f"Upstream {target.name} {version}", tag=f"upstream/{version}")
     state: dict[str, object] = {"version": version, "revision": release.revision, "sdist_sha256": release.sdist_sha256,

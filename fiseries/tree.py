@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .errors import SeriesError
 from .git import commit_paths, git_out, init_repo_from_dir, run_git, tree_hash
+from .layout import Layout
 from .lock import Lock, Target
 from .patchfile import drifted_files, format_patch
 from .series import check_headers, read_series
@@ -16,31 +17,6 @@ from .upstream import PRISTINE_MARK, Pristine, materialise
 
 OVERLAY_SUBJECT = "fiseries: overlay csrc_overrides"
 PATCH_FAILED = re.compile(r"^error: (?:patch failed: |)(\S+?):\d+", re.M)
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where the project keeps things; tests build one around a temporary project."""
-
-    lock: Lock
-    build: Path
-    submodule: Path
-    cache: Path
-
-    @classmethod
-    def for_lock(cls, lock: Lock) -> Layout:
-        root = lock.root
-        return cls(lock, root / "build", root / "flashinfer", root / ".cache" / "sdist")
-
-    @property
-    def tree(self) -> Path:
-        return self.build / "tree"
-
-    def series_file(self, target: Target) -> Path:
-        return self.lock.root / target.series
-
-    def overlay_dir(self, target: Target) -> Path | None:
-        return self.lock.root / target.overlay if target.overlay else None
 
 
 @dataclass
@@ -67,10 +43,6 @@ def patch_id(patch: Path) -> str:
     return out[0] if out else ""
 
 
-def vendored_paths(lock: Lock) -> list[str]:
-    return [t.path for t in lock.targets if not t.is_main]
-
-
 def create_tree(lock: Lock, pristine: Path, dest: Path) -> None:
     """Copy the pristine tree to `dest` and make each target a git repo tagged with its version."""
     if dest.exists():
@@ -80,7 +52,7 @@ def create_tree(lock: Lock, pristine: Path, dest: Path) -> None:
         repo = dest / target.path
         if not repo.is_dir():
             raise SeriesError(f"pristine tree has no {target.path} for target {target.name}")
-        nested = vendored_paths(lock) if target.is_main else []
+        nested = lock.vendored_paths if target.is_main else []
         init_repo_from_dir(repo, lock.base_tag,
                            f"Upstream {target.name} {target.version} ({target.revision})", nested)
 
@@ -115,7 +87,7 @@ def apply_overlay(lock: Lock, target: Target, repo: Path, overlay: Path) -> str 
     if not files:
         return None
     for rel in files:
-        inside = [v for v in vendored_paths(lock) if rel == v or rel.startswith(v + "/")]
+        inside = [v for v in lock.vendored_paths if rel == v or rel.startswith(v + "/")]
         if inside:
             raise SeriesError(
                 f"overlay file {overlay.name}/{rel} lies in the vendored tree {inside[0]}: "

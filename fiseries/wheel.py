@@ -19,7 +19,8 @@ from .cuda import (archs_in, cuda_arch_names, find_cuobjdump, nvidia_cu13_dir, r
                    run_logged, sass_matches)
 from .errors import SeriesError
 from .series import read_series
-from .tree import Layout, overlay_files
+from .layout import Layout
+from .tree import overlay_files
 
 # Cross build (--host-arch aarch64 on an x86_64 box): the host half of every module (.so, nvcc's host
 # stub objects) is compiled and linked by Debian's aarch64 cross g++; nvcc/cicc/ptxas stay the x86_64

@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from fiseries.git import commit_all, run_git  # noqa: E402
 from fiseries.lock import LOCK_NAME, load_lock  # noqa: E402
-from fiseries.tree import Layout  # noqa: E402
+from fiseries.layout import Layout  # noqa: E402
 
 FAKE_REVISION = "1" * 40
 NORM = "".join(f"// upstream norm line {i}\n" for i in range(1, 41))

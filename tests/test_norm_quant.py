@@ -19,7 +19,7 @@ import pytest
 
 from conftest import ROOT
 from fiseries.lock import LOCK_NAME, load_lock
-from fiseries.tree import Layout
+from fiseries.layout import Layout
 from fiseries.cuda import kernel_resources, sass_opcodes
 from fiseries.wheel import build_aot_modules
 

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import ROOT
 from fiseries.lock import LOCK_NAME, load_lock
-from fiseries.tree import Layout
+from fiseries.layout import Layout
 
 pytestmark = pytest.mark.upstream
 

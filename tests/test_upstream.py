@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT
 from fiseries.git import run_git
 from fiseries.lock import LOCK_NAME, load_lock
-from fiseries.tree import Layout
+from fiseries.layout import Layout
 from fiseries.coverage import check_coverage
 from fiseries.upstream import submodule_populated
 from fiseries.cuda import elf_archs, find_cuobjdump

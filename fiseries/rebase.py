@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,44 +17,9 @@ from .pins import rewrite_pins
 from .tracking import refresh_lines
 from .layout import Layout
 from .tree import Applied, apply_target, create_tree
-from .upstream import (copy_tracked, extract_sdist, fetch_verified_sdist, materialise,
-                       read_build_meta, submodule_populated)
+from .upstream import fetch_release, materialise, submodule_populated
 
 STATE = "rebase-state.json"
-
-
-@dataclass(frozen=True)
-class NewRelease:
-    pristine: Path
-    version: str
-    revision: str
-    sdist_sha256: str | None
-    vendored_revisions: dict[str, str]
-
-
-def _fetch_release(layout: Layout, version: str, sdist_file: Path | None) -> NewRelease:
-    lock, main = layout.lock, layout.lock.main
-    dest = layout.build / "upstream" / version
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    vendored: dict[str, str] = {}
-    if sdist_file is None and submodule_populated(layout.submodule):
-        revision = git_out(layout.submodule, "rev-parse", "HEAD")
-        dest.mkdir()
-        copy_tracked(layout.submodule, dest, lock.vendored_paths)
-        for target in lock.targets:
-            if not target.is_main:
-                vendored[target.name] = git_out(layout.submodule / target.path, "rev-parse", "HEAD")
-        return NewRelease(dest, version, revision, None, vendored)
-    assert main.sdist is not None
-    unpinned = replace(main, version=version, sdist=Sdist(main.sdist.project, ""))
-    sdist, sha = fetch_verified_sdist(unpinned, layout.cache, sdist_file)
-    extract_sdist(sdist, dest)
-    found_version, revision = read_build_meta(dest)
-    if found_version != version:
-        raise SeriesError(f"sdist {sdist} is version {found_version}, not the requested {version}")
-    return NewRelease(dest, version, revision, sha, vendored)
 
 
 def _replace_contents(repo: Path, source: Path, keep: list[str]) -> None:
@@ -86,13 +51,14 @@ def start_rebase(layout: Layout, version: str, sdist_file: Path | None) -> list[
     """Apply the series onto `version` in build/rebase; stop on a conflict, else finish."""
     lock = layout.lock
     old = materialise(lock, layout.build, layout.submodule, layout.cache)
-    release = _fetch_release(layout, version, sdist_file)
+    release = fetch_release(lock, version, layout.build / "upstream" / version, layout.submodule, layout.cache,
+                            sdist_file, pinned=False)
     work = layout.build / "rebase"
     create_tree(lock, old.path, work)
     for target in lock.targets:
         repo = work / target.path
         keep = lock.vendored_paths if target.is_main else []
-        _replace_contents(repo, release.pristine / target.path, keep)
+        _replace_contents(repo, release.path / target.path, keep)
         commit_all(repo, f"Upstream {target.name} {version}", tag=f"upstream/{version}")
     state: dict[str, object] = {"version": version, "revision": release.revision, "sdist_sha256": release.sdist_sha256,
              "vendored": release.vendored_revisions, "old_revision": lock.main.revision,

@@ -10,12 +10,12 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import SeriesError
-from .git import run_git
-from .lock import Lock, Target
+from .git import git_out, run_git
+from .lock import Lock, Sdist, Target
 
 PRISTINE_MARK = ".fiseries-pristine.json"
 BUILD_META = "flashinfer/_build_meta.py"
@@ -23,13 +23,14 @@ BUILD_META = "flashinfer/_build_meta.py"
 
 @dataclass(frozen=True)
 class Pristine:
-    """A verified pristine tree and where it came from."""
+    """A pristine release tree and where it came from."""
 
     path: Path
     source: str  # "submodule" or "sdist"
     version: str
     revision: str
     sdist_sha256: str | None
+    vendored_revisions: dict[str, str] = field(default_factory=dict)  # submodule source only
 
 
 def sha256_of(path: Path) -> str:
@@ -156,31 +157,49 @@ def _check_submodule(lock: Lock, submodule: Path) -> None:
             )
 
 
+def fetch_release(lock: Lock, version: str, dest: Path, submodule: Path, cache: Path,
+                  sdist_file: Path | None, pinned: bool) -> Pristine:
+    """`version` of FlashInfer (and its vendored trees) at dest, from the populated submodule unless an
+    sdist is given, else from the sdist. pinned: it must be the lock's release (commit, sdist sha256);
+    otherwise (a rebase) whatever that release is, recorded."""
+    main = lock.main
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if sdist_file is None and submodule_populated(submodule):
+        if pinned:
+            _check_submodule(lock, submodule)
+        dest.mkdir()
+        copy_tracked(submodule, dest, lock.vendored_paths)
+        vendored = {t.name: git_out(submodule / t.path, "rev-parse", "HEAD") for t in lock.targets if not t.is_main}
+        return Pristine(dest, "submodule", version, git_out(submodule, "rev-parse", "HEAD"), None, vendored)
+    if main.sdist is None:
+        raise SeriesError(f"{lock.path}: {main.name} has no sdist pin and {submodule} is not populated")
+    wanted = main if pinned else replace(main, version=version, sdist=Sdist(main.sdist.project, ""))
+    sdist, sha = fetch_verified_sdist(wanted, cache, sdist_file)
+    extract_sdist(sdist, dest)
+    found_version, revision = read_build_meta(dest)
+    if pinned:
+        _check_revision(dest, main, f"sdist {sdist}")
+    elif found_version != version:
+        raise SeriesError(f"sdist {sdist} is version {found_version}, not the requested {version}")
+    return Pristine(dest, "sdist", version, revision, sha)
+
+
 def materialise(
     lock: Lock, build: Path, submodule: Path, cache: Path, sdist_file: Path | None = None
 ) -> Pristine:
     """The pristine tree of lock.main at build/upstream/<version>, verified; cached between runs."""
     main = lock.main
     use_submodule = sdist_file is None and submodule_populated(submodule)
-    source = "submodule" if use_submodule else "sdist"
     dest = build / "upstream" / main.version
     mark = dest / PRISTINE_MARK
-    wanted = {"source": source, "version": main.version, "revision": main.revision,
-              "sdist_sha256": main.sdist.sha256 if main.sdist and not use_submodule else None}
+    source = "submodule" if use_submodule else "sdist"
+    sdist_sha = main.sdist.sha256 if main.sdist and not use_submodule else None
+    wanted = {"source": source, "version": main.version, "revision": main.revision, "sdist_sha256": sdist_sha}
     if mark.is_file() and json.loads(mark.read_text()) == wanted:
-        return Pristine(dest, source, main.version, main.revision, wanted["sdist_sha256"])
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    sha: str | None = None
-    if use_submodule:
-        _check_submodule(lock, submodule)
-        dest.mkdir()
-        copy_tracked(submodule, dest, [t.path for t in lock.targets if not t.is_main])
-    else:
-        sdist, sha = fetch_verified_sdist(main, cache, sdist_file)
-        extract_sdist(sdist, dest)
-        _check_revision(dest, main, f"sdist {sdist}")
-        wanted["sdist_sha256"] = sha
+        return Pristine(dest, source, main.version, main.revision, sdist_sha)
+    pristine = fetch_release(lock, main.version, dest, submodule, cache, sdist_file, pinned=True)
+    wanted["sdist_sha256"] = pristine.sdist_sha256
     mark.write_text(json.dumps(wanted))
-    return Pristine(dest, source, main.version, main.revision, sha)
+    return pristine

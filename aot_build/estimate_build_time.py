@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from fiseries.lock import LOCK_NAME, load_lock  # noqa: E402
 from fiseries.layout import Layout  # noqa: E402
-from fiseries.wheel import aot_build_env  # noqa: E402
+from fiseries.toolchain import aot_build_env  # noqa: E402
 
 WRITE_NINJA = """
 import sys

@@ -21,7 +21,7 @@ from conftest import ROOT
 from fiseries.lock import LOCK_NAME, load_lock
 from fiseries.layout import Layout
 from fiseries.cuda import kernel_resources, sass_opcodes
-from fiseries.wheel import build_aot_modules
+from fiseries.aot import build_aot_modules
 
 pytestmark = [pytest.mark.upstream, pytest.mark.compile]
 

@@ -19,7 +19,8 @@ from fiseries.layout import Layout
 from fiseries.coverage import check_coverage
 from fiseries.upstream import submodule_populated
 from fiseries.cuda import elf_archs, find_cuobjdump
-from fiseries.wheel import aot_build_env, patch_count
+from fiseries.toolchain import aot_build_env
+from fiseries.wheel import patch_count
 
 pytestmark = pytest.mark.upstream
 
@@ -165,6 +166,7 @@ def test_cross_build_aarch64(checked: str, tmp_path: Path) -> None:
     assert elf_archs(so, find_cuobjdump()) == {"sm_121a"}
 
 
+@pytest.mark.compile
 def test_aot_env_provides_what_the_minimal_toolkit_lacks(tmp_path: Path) -> None:
     """The AOT build env adds the cuBLAS/NVRTC headers and the -lcuda / -lnvrtc link libraries
     from pinned wheels: fused_moe_120 (deepgemm_jit_setup.cu) includes nvrtc.h and links -lnvrtc."""

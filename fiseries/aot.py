@@ -4,6 +4,7 @@ resources) and packed into the flashinfer-jit-cache wheel."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -40,6 +41,8 @@ def build_aot_modules(layout: Layout, stage: Path, archs: list[str], manifest: P
         if stale.exists():
             shutil.rmtree(stale)
     env = aot_build_env(work, stage, archs, arch)
+    # manifests may name the project's own generators (test-only module variants), beside the staged tree
+    env["PYTHONPATH"] += os.pathsep + str(layout.lock.root / "aot_build" / "generators")
     names = [str(entry["name"]) for entry in json.loads(manifest.read_text())["modules"]]
     run_logged([sys.executable, "-m", "flashinfer.aot", "--manifest", str(manifest.resolve()),
                 "--out-dir", str(out.resolve()), "--build-dir", str(build_dir.resolve())],

@@ -65,3 +65,19 @@ def test_manifest_is_the_traced_union(traced: tuple[dict, dict]) -> None:
 def test_manifest_generators_recreate_their_modules(tree: Path) -> None:
     names = json.loads(_tracer(tree, "--verify", MANIFEST).splitlines()[-1])
     assert names == [module["name"] for module in json.loads(MANIFEST.read_text())["modules"]]
+
+
+def test_bf16_fused_moe_90_generator(tree: Path, tmp_path: Path) -> None:
+    """The test-only bf16 SM90 fused-MoE module: upstream's generator narrowed to the 56 units that
+    serve bf16/fp16/fp32, under the name FlashInfer's loader looks up, without the FP8/FP4 macros."""
+    probe = ("import json; from fused_moe_90_bf16 import gen_fused_moe_90_bf16_module as gen; s = gen(); "
+             "print(json.dumps([s.name, [str(p) for p in s.sources], s.extra_cuda_cflags]))")
+    env = dict(os.environ, PYTHONPATH=f"{tree}{os.pathsep}{ROOT / 'aot_build' / 'generators'}",
+               FLASHINFER_WORKSPACE_BASE=str(tmp_path), FLASHINFER_CUDA_ARCH_LIST="9.0a")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    name, sources, flags = json.loads(proc.stdout.splitlines()[-1])
+    assert name == "fused_moe_90" and len(sources) == 56
+    assert not any("fp8" in Path(s).name or "fp4" in Path(s).name or "_Mixed_" in s for s in sources)
+    assert "-Duse_fp8_input=false" in flags and "-DENABLE_BF16" in flags
+    assert not {"-DENABLE_FP8", "-DENABLE_FP4", "-DENABLE_FP8_BLOCK_SCALE"} & set(flags)

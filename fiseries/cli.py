@@ -15,7 +15,7 @@ from .pins import rewrite_pins
 from .pr import make_pr
 from .rebase import continue_rebase, start_rebase
 from .layout import Layout
-from .tree import apply_all, applied_trees, drift_report
+from .tree import applied_trees, apply_exactly
 from .upstream import materialise
 from .coverage import require_coverage
 from .engines import check_engines
@@ -36,15 +36,9 @@ def cmd_upstream(layout: Layout, args: argparse.Namespace) -> list[str]:
 
 
 def cmd_apply(layout: Layout, args: argparse.Namespace) -> list[str]:
-    pristine, results = apply_all(layout, args.sdist)
+    results = apply_exactly(layout, args.sdist)
     lines = [f"{r.target.name}: {len(r.commits)} patches on {layout.lock.base_tag} -> {layout.tree / r.target.path}"
              for r in results]
-    drift = drift_report(results)
-    if drift:
-        raise SeriesError(
-            "patches applied only with offset, fuzz or a 3-way merge (patch, files):\n" + drift +
-            f"\nThe resolved result is in {layout.tree}; run `make export` to rewrite the series "
-            "from it, review `git diff patches/`, and commit.")
     trees = applied_trees(results)
     return lines + [f"{name}: tree {tree}" for name, tree in trees.items()]
 

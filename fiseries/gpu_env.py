@@ -17,6 +17,7 @@ from .carrier import Carrier
 from .errors import SeriesError
 from .gpu_plan import arch_of_capability, is_sm12x
 from .layout import Layout
+from .tree import apply_exactly
 from .wheel import build_wheels, local_version, series_hash
 
 REQUIREMENTS = Path("ci/gpu-requirements.txt")
@@ -190,6 +191,7 @@ def install_sites(layout: Layout, python: Path, state: Path, arch: str, carrier:
         _pip_target(python, cache / f"flashinfer_python-{version}-py3-none-any.whl", sites / "pristine")
         wheels = _dist_wheels(layout, dist, arch)
         if wheels is None:  # same build as `make wheel ARCHS=<arch>`
+            apply_exactly(layout)
             manifest = layout.lock.root / MANIFEST_FOR[is_sm12x(arch)]
             built = build_wheels(layout, [arch], manifest, dist, platform.machine())
             wheels = (built.patched, built.aot)

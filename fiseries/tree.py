@@ -190,6 +190,18 @@ def apply_all(layout: Layout, sdist_file: Path | None = None) -> tuple[Pristine,
     return pristine, results
 
 
+def apply_exactly(layout: Layout, sdist_file: Path | None = None) -> list[Applied]:
+    """`make apply`: apply_all, failing when a patch applied only with offset, fuzz or a 3-way merge."""
+    _, results = apply_all(layout, sdist_file)
+    drift = drift_report(results)
+    if drift:
+        raise SeriesError(
+            "patches applied only with offset, fuzz or a 3-way merge (patch, files):\n" + drift +
+            f"\nThe resolved result is in {layout.tree}; run `make export` to rewrite the series "
+            "from it, review `git diff patches/`, and commit.")
+    return results
+
+
 def drift_report(results: list[Applied]) -> str:
     lines = [f"  {d.patch.name} ({r.target.name}): {', '.join(d.files)}"
              for r in results for d in r.drift]

@@ -183,3 +183,23 @@ def test_carrier_waits_for_its_parts(tmp_path: Path) -> None:
     proc = subprocess.run([str(venv / "bin" / "python"), "-c", "import pkg; print(pkg.VALUE)"],
                           capture_output=True, text=True)
     assert proc.stdout.strip() == "1", proc.stderr
+
+
+def test_dist_wheels_are_taken_only_for_this_series_and_arch(tmp_path: Path) -> None:
+    from fiseries.gpu_env import _dist_wheels
+    from fiseries.layout import Layout
+    from fiseries.lock import LOCK_NAME, load_lock
+    from fiseries.wheel import local_version, series_hash
+
+    layout = Layout.for_lock(load_lock(ROOT / LOCK_NAME))
+    patched = tmp_path / f"flashinfer_python-{local_version(layout)}-py3-none-any.whl"
+    aot = tmp_path / f"flashinfer_jit_cache-{local_version(layout)}-py3-none-linux_x86_64.whl"
+    assert _dist_wheels(layout, tmp_path, "12.1a") is None  # no dist/manifest.json: build them
+    for wheel in (patched, aot):
+        wheel.write_bytes(b"")
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"series_sha256": series_hash(layout), "archs": ["12.1a"]}))
+    assert _dist_wheels(layout, tmp_path, "12.1a") == (patched, aot)
+    assert _dist_wheels(layout, tmp_path, "12.0a") is None  # built for another arch
+    manifest.write_text(json.dumps({"series_sha256": "0" * 64, "archs": ["12.1a"]}))
+    assert _dist_wheels(layout, tmp_path, "12.1a") is None  # built from another series

@@ -367,10 +367,10 @@ def gpu_test(layout: Layout, carrier_dir: Path | None, dist: Path, budget_s: flo
     root = layout.lock.root
     try:
         device = detect_device()
-    except NoGpu as err:
+        plan = resolve_plan(device.arch)
+    except (NoGpu, ValueError) as err:  # no GPU, or one older than SM89
         print(f"gpu-test: {err}", file=sys.stderr)
         return NO_GPU
-    plan = resolve_plan(device.arch)
     state = layout.build / "gpu-test"
     if fresh:
         shutil.rmtree(state / "steps", ignore_errors=True)

@@ -79,6 +79,13 @@ def test_gpu_test_without_gpu_exits_early(tmp_path: Path, smi: str | None) -> No
     assert not (ROOT / ".venv-gpu").exists() or proc.stdout == ""
 
 
+def test_gpu_test_on_a_gpu_older_than_sm89_exits_early(tmp_path: Path) -> None:
+    env = _fake_smi(tmp_path, "echo 'NVIDIA A100-SXM4-80GB, 8.0, 580.1, 81920'")
+    proc = subprocess.run([sys.executable, "-m", "fiseries", "--root", str(ROOT), "gpu-test"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and "SM89 or newer" in proc.stderr, proc.stdout + proc.stderr
+
+
 JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest">
 <testcase classname="tests.utils.test_norm" name="test_a[1]"/>
 <testcase classname="tests.utils.test_norm" name="test_a[2]"><failure message="boom"/></testcase>

@@ -1,7 +1,10 @@
 """Summary of a bench_norm_quant_fused.py run: per hidden size a table of us / % of copy with the
-speed-up over upstream, then issue 3's performance targets, each with the measured value.
+speed-up over upstream, then issue 3's performance targets, each with the measured value. With
+--fallback, a second run of the same benchmark with FLASHINFER_USE_CUDA_NORM=1 adds upstream's CUDA
+fallback beside its default (CuTe DSL) as rows marked [CUDA fallback]; the targets stay against the
+default.
 
-    python bench/summarize_norm_quant.py RUN.json SUMMARY.md
+    python bench/summarize_norm_quant.py RUN.json SUMMARY.md [--fallback FALLBACK_RUN.json]
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ PAIRS: dict[str, tuple[str, float | None]] = {
     "rms->fp8": ("upstream rmsnorm_quant", None),
     "add+rms->fp8": ("upstream fused_add_rmsnorm_quant", None),
 }
+FALLBACK = " [CUDA fallback]"
 BIG_T = 4096  # "T >= 4096" targets
 LN_T = 8192  # layernorm_quant target from this batch on
 SMALL_T = 16  # latency target up to this batch
@@ -29,6 +33,14 @@ SMALL_T = 16  # latency target up to this batch
 def load(path: Path) -> tuple[dict, list[dict]]:
     data = json.loads(path.read_text())
     return data["env"], data["rows"]
+
+
+def fallback_rows(path: Path) -> list[dict]:
+    """The upstream rows of a run made with FLASHINFER_USE_CUDA_NORM=1, marked as the fallback."""
+    env, rows = load(path)
+    if env["upstream_norm_backend"] != "cuda":
+        raise SystemExit(f"{path}: upstream ran on {env['upstream_norm_backend']}, not its CUDA fallback")
+    return [{**r, "impl": r["impl"] + FALLBACK} for r in rows if r["impl"].startswith("upstream")]
 
 
 def pivot(rows: list[dict]) -> dict[tuple[int, str, str], dict[int, dict]]:
@@ -58,9 +70,10 @@ def hidden_tables(table: dict, hiddens: list[int], tokens: list[int]) -> list[st
             cells = table[(hidden, op, impl)]
             lines.append(f"| {op} | {impl} | " + " | ".join(
                 f"{cells[t]['us']:.2f} / {cells[t]['pct_copy']:.0f}%" if t in cells else "" for t in tokens) + " |")
-            if not is_ours(impl) and op in PAIRS and PAIRS[op][0] == impl:
+            if not is_ours(impl) and op in PAIRS and PAIRS[op][0] == impl.removesuffix(FALLBACK):
                 mine = ours_cells(table, hidden, op)
-                lines.append(f"| {op} | speed-up ours vs upstream | " + " | ".join(
+                against = "upstream" + (FALLBACK if impl.endswith(FALLBACK) else "")
+                lines.append(f"| {op} | speed-up ours vs {against} | " + " | ".join(
                     f"**{cells[t]['us'] / mine[t]['us']:.2f}x**" if t in cells and t in mine else "" for t in tokens)
                     + " |")
         lines.append("")
@@ -128,8 +141,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("run", type=Path)
     parser.add_argument("out", type=Path)
+    parser.add_argument("--fallback", type=Path, default=None,
+                        help="the same benchmark run with FLASHINFER_USE_CUDA_NORM=1")
     args = parser.parse_args()
     env, rows = load(args.run)
+    if args.fallback is not None:
+        rows += fallback_rows(args.fallback)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(summarize(env, rows))
 
 

@@ -29,6 +29,7 @@ class Step:
     not_run: str | None = None  # the reason this step does not run on the arch
     upstream_file: str | None = None  # for upstream tests: the pinned file it runs
     parallel: bool = False  # pytest-xdist workers (independent, light tests)
+    env: tuple[tuple[str, str], ...] = ()  # extra environment variables for the step's process
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,14 @@ def _benchmarks(sm12x: bool) -> list[Step]:
     return [
         Step("bench-norm-quant", "bench", "patched",
              ("bench/bench_norm_quant_fused.py", "--eager", "--series-json", "{series_json}", "--out", "{results}")),
+        # the same, with upstream's norm ops on their CUDA fallback instead of the CuTe-DSL default
+        Step("bench-norm-quant-cuda-fallback", "bench", "patched",
+             ("bench/bench_norm_quant_fused.py", "--eager", "--series-json", "{series_json}", "--out", "{results}"),
+             env=(("FLASHINFER_USE_CUDA_NORM", "1"),)),
+        Step("bench-norm-quant-summary", "bench", "patched",
+             ("bench/summarize_norm_quant.py", "{state}/results/bench-norm-quant/bench_norm_quant_fused.json",
+              "{results}/norm_quant_fused_summary.md", "--fallback",
+              "{state}/results/bench-norm-quant-cuda-fallback/bench_norm_quant_fused.json")),
         Step("bench-aot-first-call", "bench", "patched",
              ("bench/aot_first_call.py", "--site", "{site}", "--aot-wheel", "{aot_wheel}", "--out", "{results}")),
         Step("bench-sm12x-moe-decode", "bench", "patched",

@@ -60,7 +60,7 @@ class Context:
         env = dict(os.environ, PYTHONPATH=":".join(str(p) for p in paths),
                    FLASHINFER_WORKSPACE_BASE=str(self.state / "workspace" / step.site),
                    FLASHINFER_CUDA_ARCH_LIST=self.device.arch, MAX_JOBS=str(self.cpus), PYTHONUNBUFFERED="1",
-                   PATH=f"{self.python.parent}:{os.environ.get('PATH', '')}")
+                   PATH=f"{self.python.parent}:{os.environ.get('PATH', '')}", **dict(step.env))
         env.pop("PYTHONHOME", None)
         return env
 
@@ -153,7 +153,8 @@ def xdist_workers(cpus: int) -> int:
 
 def step_command(ctx: Context, step: Step, junit: Path, cpus: int) -> tuple[list[str], Path]:
     if step.kind == "bench":
-        fields = {"results": str(ctx.results(step)), "site": str(ctx.sites["patched"][-1]),
+        ctx.results(step).mkdir(parents=True, exist_ok=True)
+        fields = {"results": str(ctx.results(step)), "state": str(ctx.state), "site": str(ctx.sites["patched"][-1]),
                   "aot_wheel": str(ctx.aot_wheel), "series_json": str(ctx.state / "series.json")}
         script, *args = step.argv
         return [str(ctx.python), str(ctx.root / script), *(a.format(**fields) for a in args)], ctx.state / "work"
@@ -254,7 +255,7 @@ def run_plan(ctx: Context, plan: Plan, budget_s: float | None) -> tuple[list[Ste
     for unit in _units(plan):
         todo = []
         for step in unit:
-            key = f"{series}:{ctx.device.name}:{plan.arch}:{' '.join(step.argv)}"
+            key = f"{series}:{ctx.device.name}:{plan.arch}:{' '.join(step.argv)}:{step.env}"
             saved = _load_result(steps_dir / f"{step.id}.json")
             if step.not_run is not None:
                 done[step.id] = StepResult(step.id, "not-run", problems=[step.not_run], key=key)

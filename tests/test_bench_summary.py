@@ -1,0 +1,35 @@
+"""bench/summarize_norm_quant.py: upstream's CUDA fallback joins its default side by side."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+SCRIPT = ROOT / "bench" / "summarize_norm_quant.py"
+ENV = {"device": "GPU", "driver": "1", "torch": "2", "flashinfer": "0.7.4", "upstream_commit": "7" * 40,
+       "method": "m", "copy_GBps": 4000.0}
+
+
+def _run_file(path: Path, backend: str, upstream_us: float) -> Path:
+    row = {"H": 2880, "T": 4096, "op": "rms->fp8", "GBps": 1.0, "pct_copy": 50.0}
+    rows = [{**row, "impl": "ours", "us": 10.0}, {**row, "impl": "upstream rmsnorm_quant", "us": upstream_us}]
+    path.write_text(json.dumps({"env": {**ENV, "upstream_norm_backend": backend}, "rows": rows}))
+    return path
+
+
+def test_fallback_rows_join_the_default(tmp_path: Path) -> None:
+    default = _run_file(tmp_path / "default.json", "cute-dsl", 11.0)
+    fallback = _run_file(tmp_path / "fallback.json", "cuda", 18.0)
+    out = tmp_path / "summary" / "s.md"
+    subprocess.run([sys.executable, str(SCRIPT), str(default), str(out), "--fallback", str(fallback)], check=True)
+    text = out.read_text()
+    assert "| rms->fp8 | upstream rmsnorm_quant | " in text and "**1.10x**" in text
+    assert "| rms->fp8 | upstream rmsnorm_quant [CUDA fallback] | " in text and "**1.80x**" in text
+    assert text.count("| rms->fp8 | ours |") == 1  # ours comes from the default run only
+    wrong = subprocess.run([sys.executable, str(SCRIPT), str(default), str(out), "--fallback", str(default)],
+                           capture_output=True, text=True)
+    assert wrong.returncode != 0 and "not its CUDA fallback" in wrong.stderr

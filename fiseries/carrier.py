@@ -26,6 +26,7 @@ from pathlib import Path
 from .errors import SeriesError
 from .git import git_out
 from .layout import Layout
+from .requirements import GPU_REQUIREMENTS, gpu_pins
 from .upstream import sha256_of
 from .upstream_tests import PINS as UPSTREAM_TEST_PINS, copy_cache, load_pins
 
@@ -188,14 +189,6 @@ def series_overlay(layout: Layout, dest: Path) -> list[str]:
     return shipped
 
 
-def _pinned(requirements: Path, name: str) -> str:
-    for line in requirements.read_text().splitlines():
-        spec = line.split("#")[0].strip()
-        if spec.split("==")[0].split("[")[0] == name:
-            return f"{name}=={spec.split('==')[1].split(';')[0].strip()}"
-    raise SeriesError(f"{requirements} pins no {name}")
-
-
 def pack_wheel(wheel: Path, dest: Path, part_bytes: int) -> Packed:
     """A wheel's files as one xz tar split into parts (xz packs a wheel's .so files far tighter)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -206,14 +199,16 @@ def pack_wheel(wheel: Path, dest: Path, part_bytes: int) -> Packed:
         with tarfile.open(joined, "w:xz", preset=7) as tar:
             for path in sorted(tree.rglob("*")):
                 tar.add(path, arcname=str(path.relative_to(tree)), recursive=False)
+        sha = sha256_of(joined)
         parts = []
         with joined.open("rb") as f:
             for index, block in enumerate(iter(lambda: f.read(part_bytes), b""), start=1):
-                name = f"{wheel.stem}.tar.xz.part{index}"
+                # named by content: a stash never mixes the parts of two carriers
+                name = f"{wheel.stem}.{sha[:16]}.tar.xz.part{index}"
                 (dest / str(index)).mkdir(parents=True, exist_ok=True)
                 (dest / str(index) / name).write_bytes(block)
                 parts.append(name)
-        return Packed(wheel.name, sha256_of(joined), parts)
+        return Packed(wheel.name, sha, parts)
 
 
 def wheel_archs(aot_wheel: Path) -> list[str]:
@@ -237,7 +232,10 @@ def build_carrier(layout: Layout, out: Path, aot_wheel: Path, python_version: st
     main = out / "2"  # everything but the first part of the packed wheel
     (main / "wheels").mkdir(parents=True)
     root = layout.lock.root
-    requirements = root / "ci" / "gpu-requirements.txt"
+    pins = gpu_pins(root)
+    missing = [name for name in CARRIED + PACKED if name not in pins]
+    if missing:
+        raise SeriesError(f"{GPU_REQUIREMENTS} pins none of {missing}")
     platform_args = ["--python-version", python_version, "--implementation", "cp", "--platform", platform_tag,
                      "--platform", "manylinux_2_24_x86_64", "--platform", "manylinux_2_17_x86_64"]
     cache = root / ".cache" / "wheels"
@@ -249,14 +247,14 @@ def build_carrier(layout: Layout, out: Path, aot_wheel: Path, python_version: st
     shipped = series_overlay(layout, main / "series-overlay.tar")
     wheels = []
     for name in CARRIED:
-        wheel = _pip_download(_pinned(requirements, name), cache, platform_args)
+        wheel = _pip_download(f"{name}=={pins[name]}", cache, platform_args)
         shutil.copy2(wheel, main / "wheels" / wheel.name)
         wheels.append(wheel.name)
-    packed = [pack_wheel(_pip_download(_pinned(requirements, name), cache, platform_args), out, PART_BYTES)
+    packed = [pack_wheel(_pip_download(f"{name}=={pins[name]}", cache, platform_args), out, PART_BYTES)
               for name in PACKED]
     shutil.copy2(aot_wheel, main / aot_wheel.name)
-    pins = load_pins(root / UPSTREAM_TEST_PINS)
-    copy_cache(pins, root / ".cache" / "upstream-tests", main / "upstream-tests")
+    test_pins = load_pins(root / UPSTREAM_TEST_PINS)
+    copy_cache(test_pins, root / ".cache" / "upstream-tests", main / "upstream-tests")
     meta = {"series_sha256": series_sha256, "archs": wheel_archs(aot_wheel),
             "upstream_version": layout.lock.main.version,
             "upstream_wheel": upstream.name, "aot_wheel": aot_wheel.name, "wheels": wheels,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -17,10 +16,10 @@ from .carrier import Carrier
 from .errors import SeriesError
 from .gpu_plan import arch_of_capability, is_sm12x
 from .layout import Layout
+from .requirements import GPU_REQUIREMENTS, gpu_pins
 from .tree import apply_exactly
 from .wheel import build_wheels, local_version, series_hash
 
-REQUIREMENTS = Path("ci/gpu-requirements.txt")
 MANIFEST_FOR = {True: Path("aot_build/manifests/sm121_decode.json"), False: Path("aot_build/manifests/default.json")}
 
 
@@ -73,7 +72,7 @@ def _purelib(python: Path) -> str:
 def gpu_venv(root: Path, carrier: Carrier | None) -> Path:
     """.venv-gpu from the pinned requirements (or, offline, the machine's torch + the carrier's wheels)."""
     venv = root / ".venv-gpu"
-    requirements = (root / REQUIREMENTS).read_text()
+    requirements = (root / GPU_REQUIREMENTS).read_text()
     stamp_text = requirements + (carrier.identity if carrier else "")
     stamp = venv / ".stamp"
     python = venv / "bin" / "python"
@@ -82,8 +81,8 @@ def gpu_venv(root: Path, carrier: Carrier | None) -> Path:
     shutil.rmtree(venv, ignore_errors=True)
     if carrier is None:
         _run([sys.executable, "-m", "venv", venv], "creating .venv-gpu")
-        _run([python, "-m", "pip", "install", "--quiet", "-r", root / REQUIREMENTS],
-             f"pip install -r {REQUIREMENTS}")
+        _run([python, "-m", "pip", "install", "--quiet", "-r", root / GPU_REQUIREMENTS],
+             f"pip install -r {GPU_REQUIREMENTS}")
     else:
         # no network: the carrier's pinned wheels, then this interpreter's own packages (its torch and
         # pip) through a .pth file, as --system-site-packages would reach past a venv to its base
@@ -112,18 +111,6 @@ print(json.dumps({"python": platform.python_version(), "torch": torch.__version_
 """
 
 
-REQ_LINE = re.compile(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==([^\s;#]+)")
-
-
-def pinned_requirements(root: Path) -> dict[str, str]:
-    pins = {}
-    for line in (root / REQUIREMENTS).read_text().splitlines():
-        m = REQ_LINE.match(line.strip())
-        if m:
-            pins[m.group(1)] = m.group(2)
-    return pins
-
-
 @dataclass(frozen=True)
 class Pin:
     name: str
@@ -150,7 +137,7 @@ class Environment:
 
 
 def probe_environment(python: Path, root: Path) -> Environment:
-    pins = pinned_requirements(root)
+    pins = gpu_pins(root)
     info = json.loads(_run([python, "-c", PROBE, *pins], "probing .venv-gpu").splitlines()[-1])
     return Environment(info["python"], info["torch"], info["cuda"], info["gpu_visible"],
                        [Pin(name, version, info["versions"][name]) for name, version in pins.items()])

@@ -210,3 +210,13 @@ def test_dist_wheels_are_taken_only_for_this_series_and_arch(tmp_path: Path) -> 
     assert _dist_wheels(layout, tmp_path, "12.0a") is None  # built for another arch
     manifest.write_text(json.dumps({"series_sha256": "0" * 64, "archs": ["12.1a"]}))
     assert _dist_wheels(layout, tmp_path, "12.1a") is None  # built from another series
+
+
+def test_gpu_pins_cover_what_a_carrier_takes_along() -> None:
+    from fiseries.carrier import CARRIED, PACKED
+    from fiseries.requirements import gpu_pins
+
+    pins = gpu_pins(ROOT)
+    assert pins["torch"] == "2.11.0" and pins["nvidia-cutlass-dsl"] == "4.8.1"
+    assert all(name in pins for name in CARRIED + PACKED)
+    assert len({pins[n] for n in pins if n.startswith("nvidia-cutlass-dsl")}) == 1  # one DSL version

@@ -153,7 +153,8 @@ class Carrier:
 # --- building one (on a machine with network) ----------------------------------------------------
 
 
-def _pip_download(spec: str, dest: Path, platform_args: list[str]) -> Path:
+def download_wheel(spec: str, dest: Path, platform_args: list[str]) -> Path:
+    """`pip download` one pinned wheel (`name==version`, for the platform args given) into dest; its path."""
     dest.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
                     *platform_args, "-d", str(dest), spec], check=True)
@@ -239,7 +240,7 @@ def build_carrier(layout: Layout, out: Path, aot_wheel: Path, python_version: st
     platform_args = ["--python-version", python_version, "--implementation", "cp", "--platform", platform_tag,
                      "--platform", "manylinux_2_24_x86_64", "--platform", "manylinux_2_17_x86_64"]
     cache = root / ".cache" / "wheels"
-    upstream = _pip_download(f"flashinfer-python=={layout.lock.main.version}", cache, [])
+    upstream = download_wheel(f"flashinfer-python=={layout.lock.main.version}", cache, [])
     with tempfile.TemporaryDirectory() as tmp:
         site = Path(tmp) / "site"
         slim_site(upstream, site)
@@ -247,10 +248,10 @@ def build_carrier(layout: Layout, out: Path, aot_wheel: Path, python_version: st
     shipped = series_overlay(layout, main / "series-overlay.tar")
     wheels = []
     for name in CARRIED:
-        wheel = _pip_download(f"{name}=={pins[name]}", cache, platform_args)
+        wheel = download_wheel(f"{name}=={pins[name]}", cache, platform_args)
         shutil.copy2(wheel, main / "wheels" / wheel.name)
         wheels.append(wheel.name)
-    packed = [pack_wheel(_pip_download(f"{name}=={pins[name]}", cache, platform_args), out, PART_BYTES)
+    packed = [pack_wheel(download_wheel(f"{name}=={pins[name]}", cache, platform_args), out, PART_BYTES)
               for name in PACKED]
     shutil.copy2(aot_wheel, main / aot_wheel.name)
     test_pins = load_pins(root / UPSTREAM_TEST_PINS)

@@ -5,6 +5,7 @@ release (sites/pristine) and the series' wheel with its AOT modules (sites/patch
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -12,7 +13,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .carrier import Carrier
+from .carrier import Carrier, download_wheel
+from .cuda import run_logged
 from .errors import SeriesError
 from .gpu_plan import arch_of_capability, is_sm12x
 from .layout import Layout
@@ -58,10 +60,7 @@ def detect_device() -> Device:
 
 
 def _run(cmd: list[str | Path], what: str) -> str:
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SeriesError(f"{what} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc.stdout
+    return run_logged([str(c) for c in cmd], dict(os.environ), what)
 
 
 def _purelib(python: Path) -> str:
@@ -173,9 +172,7 @@ def install_sites(layout: Layout, python: Path, state: Path, arch: str, carrier:
     else:
         version = layout.lock.main.version
         cache = layout.lock.root / ".cache" / "wheels"
-        _run([python, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "-d", cache,
-              f"flashinfer-python=={version}"], f"downloading flashinfer-python {version}")
-        _pip_target(python, cache / f"flashinfer_python-{version}-py3-none-any.whl", sites / "pristine")
+        _pip_target(python, download_wheel(f"flashinfer-python=={version}", cache, []), sites / "pristine")
         wheels = _dist_wheels(layout, dist, arch)
         if wheels is None:  # same build as `make wheel ARCHS=<arch>`
             apply_exactly(layout)

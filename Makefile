@@ -13,6 +13,7 @@ TRACE ?= aot_build/traces/sm121.json
 PYTEST_ARGS ?=
 CARRIER ?=
 GPU_TEST_BUDGET ?=
+GPU_TEST_ONLY ?=
 
 .PHONY: venv upstream apply export check pins rebase rebase-continue pr wheel engines coverage test test-fast gpu-test gpu-carrier clean
 
@@ -66,9 +67,9 @@ test: venv              ## the whole CPU suite (GPU tests skip with a reason)
 test-fast: venv         ## the edit loop: tests that neither apply the series to the real upstream nor compile
 	$(PY) -m pytest -m "not upstream and not compile" $(PYTEST_ARGS)
 
-gpu-test: $(if $(CARRIER),,venv)  ## the GPU suite on this machine's GPU -> build/gpu-test/gpu-report.{md,json} [CARRIER=.devcarry GPU_TEST_BUDGET=s]
+gpu-test: $(if $(CARRIER),,venv)  ## the GPU suite on this machine's GPU -> build/gpu-test/gpu-report.{md,json} [CARRIER=.devcarry GPU_TEST_BUDGET=s GPU_TEST_ONLY="step ..."]
 	$(if $(CARRIER),$(PYTHON) -m fiseries,$(FISERIES)) gpu-test --dist $(DIST) $(if $(CARRIER),--carrier $(CARRIER)) \
-	  $(if $(GPU_TEST_BUDGET),--budget-s $(GPU_TEST_BUDGET))
+	  $(if $(GPU_TEST_BUDGET),--budget-s $(GPU_TEST_BUDGET)) $(if $(GPU_TEST_ONLY),--only $(GPU_TEST_ONLY))
 
 gpu-carrier: apply      ## .devcarry/{1,2}: what gpu-test downloads, for a GPU machine without network (README)
 	@test -n "$(AOT_WHEEL)" || { echo "usage: make gpu-carrier AOT_WHEEL=<jit-cache wheel for the GPU's arch>"; exit 2; }

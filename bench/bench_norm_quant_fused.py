@@ -153,6 +153,20 @@ def main():
             sf_bytes = ((T + 127) // 128 * 128) * ((Hp // 32 + 3) // 4 * 4)
             E = T * H
 
+            def t(mk):
+                return graph_time_us(mk, n_sets, args.calls)
+
+            same_copy: dict[int, float] = {}
+
+            def same_bytes_copy_us(nbytes):
+                """A plain device copy moving the same bytes (nbytes / 2 read, nbytes / 2 written)."""
+                if nbytes not in same_copy:
+                    n = nbytes // 2
+                    src = [torch.empty(n, device=dev, dtype=torch.uint8) for _ in range(n_sets)]
+                    dst = [torch.empty_like(x) for x in src]
+                    same_copy[nbytes] = t(lambda i: lambda: dst[i].copy_(src[i]))
+                return same_copy[nbytes]
+
             def rec(op, impl, us, nbytes):
                 r = {
                     "H": H,
@@ -163,12 +177,20 @@ def main():
                     "GBps": round(nbytes / us / 1e3, 1),
                     "pct_copy": round(100 * nbytes / us / 1e3 / copy_bw, 1),
                 }
+                if impl.startswith("ours"):
+                    copy_us = same_bytes_copy_us(nbytes)
+                    r["same_bytes_copy_us"] = round(copy_us, 3)
+                    r["pct_same_bytes_copy"] = round(100 * copy_us / us, 1)
                 rows.append(r)
                 print(r, flush=True)
                 return us
 
-            def t(mk):
-                return graph_time_us(mk, n_sets, args.calls)
+            def pair(op, impl, parts, nbytes, us_ours):
+                """An unfused upstream sequence (measured parts + ideal parts) beside our fused op."""
+                us = sum(parts.values())
+                rec(op, impl, us, nbytes)
+                rows[-1]["parts_us"] = {k: round(v, 3) for k, v in parts.items()}
+                rows[-1]["speedup_ours"] = round(us / us_ours, 3)
 
             # ---------------- MXFP8 ----------------
             mx_out = T * Hp + sf_bytes
@@ -222,7 +244,7 @@ def main():
                 ),
                 E * 2 * 2 + mx_out,
             )
-            rec(
+            us_gemma_mx = rec(
                 "gemma_add+rms->mxfp8",
                 "ours",
                 t(
@@ -234,7 +256,7 @@ def main():
                 ),
                 E * 2 * 3 + mx_out,
             )
-            rec(
+            us_ln_mx = rec(
                 "ln->mxfp8",
                 "ours",
                 t(
@@ -283,6 +305,25 @@ def main():
             # rmsnorm writes the bf16 normed row, so the same pair replaces RMSNorm -> MXFP8 + normed
             rows.append({**rows[-1], "op": "rms->mxfp8+normed"})
             rows[-1]["speedup_ours"] = round(us_pair2 / us_rms_n, 3)
+            pad_bytes = T * Hp * 4 if Hp != H else 0
+            us_gemma_up = t(
+                lambda i: lambda: flashinfer.gemma_fused_add_rmsnorm(xs[i], rs[i], w, 1e-5)
+            )
+            pair(
+                "gemma_add+rms->mxfp8",
+                "upstream gemma_fused_add_rmsnorm+pad+ideal_quant",
+                {"gemma_fused_add_rmsnorm": us_gemma_up, "F.pad": us_pad, "ideal_quant": us_q_ideal},
+                E * 2 * 4 + pad_bytes + q_bytes,
+                us_gemma_mx,
+            )
+            us_ln_bf16 = t(lambda i: lambda: flashinfer.layernorm(xs[i], g, b, 1e-5))
+            pair(
+                "ln->mxfp8",
+                "upstream layernorm+pad+ideal_quant",
+                {"layernorm": us_ln_bf16, "F.pad": us_pad, "ideal_quant": us_q_ideal},
+                E * 4 + pad_bytes + q_bytes,
+                us_ln_mx,
+            )
             # ---------------- static FP8 ----------------
             us_ln = rec(
                 "ln->fp8",
@@ -309,7 +350,7 @@ def main():
                 E * 3,
             )
             rows[-1]["speedup_ours"] = round(us_ln_up / us_ln, 3)
-            rec(
+            us_add_ln = rec(
                 "add+ln->fp8",
                 "ours (fused_add_layernorm_quant)",
                 t(
@@ -320,6 +361,14 @@ def main():
                     )
                 ),
                 E * 7,
+            )
+            us_torch_add = t(lambda i: lambda: rs[i].add_(xs[i]))
+            pair(
+                "add+ln->fp8",
+                "torch add_ + upstream layernorm_quant",
+                {"residual.add_(input)": us_torch_add, "layernorm_quant": us_ln_up},
+                E * 6 + E * 3,
+                us_add_ln,
             )
             us_r = rec(
                 "rms->fp8",
@@ -389,7 +438,7 @@ def main():
                 E * 7,
             )
             rows[-1]["speedup_ours"] = round(us_ar_up / us_ar, 3)
-            rec(
+            us_gemma_fp8 = rec(
                 "gemma_add+rms->fp8",
                 "ours (gemma_fused_add_rmsnorm_quant)",
                 t(
@@ -401,8 +450,17 @@ def main():
                 ),
                 E * 7,
             )
+            # static quantizer of a bf16 tensor (read 2, write 1 byte per element) at the copy ceiling
+            us_static_q_ideal = E * 3 / copy_bw / 1e3
+            pair(
+                "gemma_add+rms->fp8",
+                "upstream gemma_fused_add_rmsnorm+ideal_quant",
+                {"gemma_fused_add_rmsnorm": us_gemma_up, "ideal_quant": us_static_q_ideal},
+                E * 2 * 4 + E * 3,
+                us_gemma_fp8,
+            )
             # ---------------- dynamic per-token ----------------
-            rec(
+            us_pt = rec(
                 "rms->fp8 per-token",
                 "ours",
                 t(
@@ -411,6 +469,13 @@ def main():
                     )
                 ),
                 E * 3 + 4 * T,
+            )
+            pair(
+                "rms->fp8 per-token",
+                "upstream rmsnorm+ideal_quant",
+                {"rmsnorm": us_rms_up, "ideal_quant": (E * 3 + 4 * T) / copy_bw / 1e3},
+                E * 4 + E * 3 + 4 * T,
+                us_pt,
             )
             # reference: a plain copy of the bytes a no-residual norm -> FP8 moves (2 + 1 per
             # element), i.e. the copy ceiling at this size (launch and tail included)

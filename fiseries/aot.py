@@ -4,7 +4,6 @@ resources) and packed into the flashinfer-jit-cache wheel."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -41,12 +40,24 @@ def build_aot_modules(layout: Layout, stage: Path, archs: list[str], manifest: P
         if stale.exists():
             shutil.rmtree(stale)
     env = aot_build_env(work, stage, archs, arch)
-    # manifests may name the project's own generators (test-only module variants), beside the staged tree
-    env["PYTHONPATH"] += os.pathsep + str(layout.lock.root / "aot_build" / "generators")
-    names = [str(entry["name"]) for entry in json.loads(manifest.read_text())["modules"]]
-    run_logged([sys.executable, "-m", "flashinfer.aot", "--manifest", str(manifest.resolve()),
-                "--out-dir", str(out.resolve()), "--build-dir", str(build_dir.resolve())],
-               env, f"AOT build of {manifest.name} for {' '.join(archs)}", cwd=stage)
+    entries = json.loads(manifest.read_text())["modules"]
+    names = [str(entry["name"]) for entry in entries]
+    # a manifest may name one of the project's own (test-only) generators as flashinfer.jit.<name>:
+    # it is placed in the staged package for this build only
+    own = layout.lock.root / "aot_build" / "generators"
+    placed = [stage / "flashinfer" / "jit" / f"{module}.py"
+              for module in (str(entry["generator"]).partition(":")[0].removeprefix("flashinfer.jit.")
+                             for entry in entries)
+              if (own / f"{module}.py").is_file()]
+    for target in placed:
+        shutil.copyfile(own / target.name, target)
+    try:
+        run_logged([sys.executable, "-m", "flashinfer.aot", "--manifest", str(manifest.resolve()),
+                    "--out-dir", str(out.resolve()), "--build-dir", str(build_dir.resolve())],
+                   env, f"AOT build of {manifest.name} for {' '.join(archs)}", cwd=stage)
+    finally:
+        for target in placed:
+            target.unlink()
     seconds = ninja_seconds_per_module(build_dir / "cached_ops" / ".ninja_log", names)
     return inspect_aot_modules(out, names, archs, arch, seconds)
 

@@ -90,7 +90,7 @@ def cmd_engines(layout: Layout, args: argparse.Namespace) -> list[str]:
 
 
 def cmd_gpu_test(layout: Layout, args: argparse.Namespace) -> int:
-    return gpu_test(layout, args.carrier, args.dist, args.budget_s, args.fresh)
+    return gpu_test(layout, args.carrier, args.dist, args.budget_s, args.fresh, args.only)
 
 
 def cmd_gpu_carrier(layout: Layout, args: argparse.Namespace) -> list[str]:
@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     gpu.add_argument("--dist", type=Path, default=Path("dist"))
     gpu.add_argument("--budget-s", type=float, default=None, help="stop starting steps after this; resume later")
     gpu.add_argument("--fresh", action="store_true", help="forget the results of an earlier run")
+    gpu.add_argument("--only", nargs="+", default=None, metavar="STEP",
+                     help="run these steps only; the others are reported as not run")
     gpu.set_defaults(func=cmd_gpu_test)
     carrier = sub.add_parser("gpu-carrier", help="what gpu-test downloads, for a GPU machine without network")
     carrier.add_argument("--aot-wheel", type=Path, required=True)

@@ -8,7 +8,7 @@ cannot run on the arch stay in the plan with the reason, so the report says what
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 Site = Literal["pristine", "patched"]
@@ -40,6 +40,15 @@ class Plan:
     @property
     def runnable(self) -> list[Step]:
         return [s for s in self.steps if s.not_run is None]
+
+    def only(self, ids: list[str]) -> Plan:
+        """The plan with every step not in `ids` marked not run (a partial run, said so in the report)."""
+        unknown = sorted(set(ids) - {s.id for s in self.steps})
+        if unknown:
+            raise ValueError(f"no such gpu-test step: {', '.join(unknown)}")
+        return Plan(self.arch, [s if s.id in ids or s.not_run is not None
+                                else replace(s, not_run="not selected in this run (--only)")
+                                for s in self.steps])
 
 
 def parse_arch(arch: str) -> tuple[int, int]:

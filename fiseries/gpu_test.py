@@ -363,12 +363,16 @@ def write_report(ctx: Context, plan: Plan, results: list[StepResult], environmen
     return md_path, json_path
 
 
-def gpu_test(layout: Layout, carrier_dir: Path | None, dist: Path, budget_s: float | None, fresh: bool) -> int:
-    """The whole run; returns the exit status (0 pass, 1 a failure, NO_GPU, INCOMPLETE)."""
+def gpu_test(layout: Layout, carrier_dir: Path | None, dist: Path, budget_s: float | None, fresh: bool,
+             only: list[str] | None = None) -> int:
+    """The whole run (or the steps in `only`); returns the exit status (0 pass, 1 a failure, NO_GPU,
+    INCOMPLETE)."""
     root = layout.lock.root
     try:
         device = detect_device()
         plan = resolve_plan(device.arch)
+        if only:
+            plan = plan.only(only)
     except (NoGpu, ValueError) as err:  # no GPU, or one older than SM89
         print(f"gpu-test: {err}", file=sys.stderr)
         return NO_GPU

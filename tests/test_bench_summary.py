@@ -33,3 +33,22 @@ def test_fallback_rows_join_the_default(tmp_path: Path) -> None:
     wrong = subprocess.run([sys.executable, str(SCRIPT), str(default), str(out), "--fallback", str(default)],
                            capture_output=True, text=True)
     assert wrong.returncode != 0 and "not its CUDA fallback" in wrong.stderr
+
+
+def test_issue19_targets_are_judged(tmp_path: Path) -> None:
+    """Copy limit (same-bytes copy), decode latency against rmsnorm and 'pays' (>= 1.05x) per regime."""
+    rows = []
+    for t, ours_us, pct_same, upstream_us, rms_us in ((1, 2.0, 1.0, 4.0, 2.2), (4096, 20.0, 94.0, 21.0, 30.0)):
+        base = {"H": 2880, "T": t, "GBps": 1.0, "pct_copy": 50.0}
+        rows += [{**base, "op": "rms->mxfp8", "impl": "ours", "us": ours_us, "pct_same_bytes_copy": pct_same},
+                 {**base, "op": "rms->mxfp8", "impl": "upstream rmsnorm+pad+ideal_quant", "us": upstream_us},
+                 {**base, "op": "rms->bf16", "impl": "upstream rmsnorm", "us": rms_us}]
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps({"env": {**ENV, "upstream_norm_backend": "cute-dsl"}, "rows": rows}))
+    out = tmp_path / "s.md"
+    subprocess.run([sys.executable, str(SCRIPT), str(run), str(out)], check=True)
+    text = out.read_text()
+    assert "| rms->mxfp8: >= 95% of a copy of the same bytes, T >= 4096 | min 94.0% (H=2880, T=4096) | **no** |" in text
+    assert "| rms->mxfp8: latency <= upstream rmsnorm, T <= 16 | max ours / rmsnorm 0.91 (H=2880, T=1) | yes |" in text
+    assert "rms->mxfp8 pays vs upstream rmsnorm+pad+ideal_quant, T <= 16 | min 2.00x (H=2880, T=1) | yes |" in text
+    assert "rms->mxfp8 pays vs upstream rmsnorm+pad+ideal_quant, T >= 4096 | min 1.05x (H=2880, T=4096) | yes |" in text

@@ -52,6 +52,19 @@ def test_plan_resolves(arch: str) -> None:
         assert {"upstream-norm-pristine", "upstream-norm-patched", "bench-norm-quant"} <= set(ids)
 
 
+def test_plan_only_marks_the_other_steps_not_run() -> None:
+    plan = resolve_plan("9.0a")
+    chosen = ["bench-norm-quant", "bench-norm-quant-summary"]
+    partial = plan.only(chosen)
+    assert [s.id for s in partial.runnable] == chosen
+    for step, before in zip(partial.steps, plan.steps, strict=True):
+        assert step.id == before.id
+        if step.id not in chosen:
+            assert step.not_run == (before.not_run or "not selected in this run (--only)")
+    with pytest.raises(ValueError, match="no such gpu-test step: nope"):
+        plan.only(["nope"])
+
+
 def test_plan_arch_names() -> None:
     assert arch_of_capability(12, 1) == "12.1a" and arch_of_capability(9, 0) == "9.0a"
     assert arch_of_capability(8, 9) == "8.9"

@@ -159,11 +159,14 @@ def main():
             same_copy: dict[int, float] = {}
 
             def same_bytes_copy_us(nbytes):
-                """A plain device copy moving the same bytes (nbytes / 2 read, nbytes / 2 written)."""
+                """A device copy kernel moving the same bytes (nbytes / 2 read, nbytes / 2 written).
+                uint8 -> int8 makes torch run its elementwise copy kernel: a same-dtype copy_ is a
+                cudaMemcpyAsync, which a CUDA graph may turn into a copy-engine node (measured on the
+                H200 at 2.8 TB/s for 1.2 GB, against 4.25 TB/s for the kernel)."""
                 if nbytes not in same_copy:
                     n = nbytes // 2
                     src = [torch.empty(n, device=dev, dtype=torch.uint8) for _ in range(n_sets)]
-                    dst = [torch.empty_like(x) for x in src]
+                    dst = [torch.empty(n, device=dev, dtype=torch.int8) for _ in range(n_sets)]
                     same_copy[nbytes] = t(lambda i: lambda: dst[i].copy_(src[i]))
                 return same_copy[nbytes]
 

@@ -50,6 +50,8 @@ def build_aot_modules(layout: Layout, stage: Path, archs: list[str], manifest: P
                              for entry in entries)
               if (own / f"{module}.py").is_file()]
     for target in placed:
+        if target.exists():
+            raise SeriesError(f"{own / target.name} would replace upstream's {target}: rename the generator")
         shutil.copyfile(own / target.name, target)
     try:
         run_logged([sys.executable, "-m", "flashinfer.aot", "--manifest", str(manifest.resolve()),

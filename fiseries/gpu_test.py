@@ -371,11 +371,14 @@ def gpu_test(layout: Layout, carrier_dir: Path | None, dist: Path, budget_s: flo
     try:
         device = detect_device()
         plan = resolve_plan(device.arch)
-        if only:
-            plan = plan.only(only)
     except (NoGpu, ValueError) as err:  # no GPU, or one older than SM89
         print(f"gpu-test: {err}", file=sys.stderr)
         return NO_GPU
+    if only:
+        try:
+            plan = plan.only(only)
+        except ValueError as err:
+            raise SeriesError(str(err)) from err
     state = layout.build / "gpu-test"
     if fresh:
         shutil.rmtree(state / "steps", ignore_errors=True)

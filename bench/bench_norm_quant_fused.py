@@ -32,6 +32,7 @@ bound for any real quantizer kernel.
 """
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -168,10 +169,10 @@ def main():
                     n = nbytes // 2
                     src = [torch.empty(n, device=dev, dtype=torch.uint8) for _ in range(n_sets)]
                     dst = [torch.empty_like(x) for x in src]
-                    turn = iter(range(1 << 62))
+                    turn = itertools.cycle(range(n_sets))
 
                     def copy():
-                        i = next(turn) % n_sets
+                        i = next(turn)
                         dst[i].copy_(src[i])
 
                     same_copy[nbytes] = eager_time_us(copy)
@@ -285,37 +286,19 @@ def main():
             us_pad = t(lambda i: lambda: F.pad(xs[i], (0, Hp - H))) if Hp != H else 0.0
             q_bytes = T * Hp * 2 + mx_out
             us_q_ideal = q_bytes / copy_bw / 1e3
-            us_pair = us_norm + us_pad + us_q_ideal
-            rec(
-                "add+rms->mxfp8+normed",
-                "upstream fused_add_rmsnorm+pad+ideal_quant",
-                us_pair,
-                E * 2 * 4 + (T * Hp * 4 if Hp != H else 0) + q_bytes,
-            )
-            rows[-1]["parts_us"] = {
-                "fused_add_rmsnorm": us_norm,
-                "F.pad": us_pad,
-                "ideal_quant": us_q_ideal,
-            }
-            rows[-1]["speedup_ours"] = round(us_pair / us_f, 3)
-            # the same unfused pair replaces add+RMSNorm -> MXFP8 without the normed output
-            rows.append({**rows[-1], "op": "add+rms->mxfp8"})
-            rows[-1]["speedup_ours"] = round(us_pair / us_add, 3)
+            pad_bytes = T * Hp * 4 if Hp != H else 0
+            add_rms_pair = {"fused_add_rmsnorm": us_norm, "F.pad": us_pad, "ideal_quant": us_q_ideal}
+            # the same unfused sequence replaces add+RMSNorm -> MXFP8 with and without the normed output
+            for op, us_ours in (("add+rms->mxfp8+normed", us_f), ("add+rms->mxfp8", us_add)):
+                pair(op, "upstream fused_add_rmsnorm+pad+ideal_quant", add_rms_pair,
+                     E * 2 * 4 + pad_bytes + q_bytes, us_ours)
             us_rms_up = t(
                 lambda i: lambda: flashinfer.rmsnorm(xs[i], w, 1e-5, out=nos[i])
             )
-            us_pair2 = us_rms_up + us_pad + us_q_ideal
-            rec(
-                "rms->mxfp8",
-                "upstream rmsnorm+pad+ideal_quant",
-                us_pair2,
-                E * 4 + (T * Hp * 4 if Hp != H else 0) + q_bytes,
-            )
-            rows[-1]["speedup_ours"] = round(us_pair2 / us_rms, 3)
-            # rmsnorm writes the bf16 normed row, so the same pair replaces RMSNorm -> MXFP8 + normed
-            rows.append({**rows[-1], "op": "rms->mxfp8+normed"})
-            rows[-1]["speedup_ours"] = round(us_pair2 / us_rms_n, 3)
-            pad_bytes = T * Hp * 4 if Hp != H else 0
+            # rmsnorm writes the bf16 normed row, so the same sequence replaces RMSNorm -> MXFP8 + normed
+            rms_pair = {"rmsnorm": us_rms_up, "F.pad": us_pad, "ideal_quant": us_q_ideal}
+            for op, us_ours in (("rms->mxfp8", us_rms), ("rms->mxfp8+normed", us_rms_n)):
+                pair(op, "upstream rmsnorm+pad+ideal_quant", rms_pair, E * 4 + pad_bytes + q_bytes, us_ours)
             us_gemma_up = t(
                 lambda i: lambda: flashinfer.gemma_fused_add_rmsnorm(xs[i], rs[i], w, 1e-5)
             )

@@ -45,10 +45,8 @@ def build_aot_modules(layout: Layout, stage: Path, archs: list[str], manifest: P
     # a manifest may name one of the project's own (test-only) generators as flashinfer.jit.<name>:
     # it is placed in the staged package for this build only
     own = layout.lock.root / "aot_build" / "generators"
-    placed = [stage / "flashinfer" / "jit" / f"{module}.py"
-              for module in (str(entry["generator"]).partition(":")[0].removeprefix("flashinfer.jit.")
-                             for entry in entries)
-              if (own / f"{module}.py").is_file()]
+    modules = {str(entry["generator"]).partition(":")[0].removeprefix("flashinfer.jit.") for entry in entries}
+    placed = [stage / "flashinfer" / "jit" / f"{m}.py" for m in sorted(modules) if (own / f"{m}.py").is_file()]
     for target in placed:
         if target.exists():
             raise SeriesError(f"{own / target.name} would replace upstream's {target}: rename the generator")

@@ -109,7 +109,6 @@ double graph_us(const std::function<void(int, cudaStream_t)>& call, int n_sets, 
 }
 
 int main(int argc, char** argv) {
-  cudaStream_t st0; (void)st0;
   std::vector<uint32_t> Hs = {2880, 4096, 7168}, Ts = {1, 16, 4096, 8192, 32768};
   int only = argc > 1 ? atoi(argv[1]) : -1;
   cudaStream_t st; CK(cudaStreamCreate(&st));
@@ -152,7 +151,6 @@ int main(int argc, char** argv) {
         CK(cudaMalloc(&s.out, size_t(T) * Hp)); CK(cudaMalloc(&s.sf, sf_bytes)); CK(cudaMalloc(&s.ts, T * 4));
         CK(cudaMemcpy(s.in, hx.data(), E * 2, cudaMemcpyHostToDevice)); CK(cudaMemcpy(s.res, hx.data(), E * 2, cudaMemcpyHostToDevice));
       }
-      // copy of the bytes of a no-residual norm -> fp8 (3 B/elt) and of each op's bytes
       for (int oi = 0; oi < int(sizeof(kOps) / sizeof(Op)); ++oi) {
         if (only >= 0 && oi != only) continue;
         const Op& op = kOps[oi];

@@ -15,6 +15,11 @@ from .layout import Layout
 from .toolchain import ELF_MACHINE, aot_build_env, elf_machine
 from .wheelfile import write_wheel
 
+# The manifests a plain build takes: the traced SM121 decode set, and the norm modules (other arches).
+DECODE_MANIFEST = Path("aot_build/manifests/sm121_decode.json")
+NORM_MANIFEST = Path("aot_build/manifests/default.json")
+
+
 def ninja_seconds_per_module(ninja_log: Path, names: list[str]) -> dict[str, float]:
     """Compile + link seconds per module, summed over its ninja edges (serial time, not wall)."""
     seconds = dict.fromkeys(names, 0.0)

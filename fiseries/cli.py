@@ -7,6 +7,7 @@ import platform
 import sys
 from pathlib import Path
 
+from .aot import DECODE_MANIFEST
 from .check import check_series
 from .errors import SeriesError
 from .export import export_all, record_trees
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--sdist", type=Path, default=None, help="use this local sdist instead of PyPI")
         p.set_defaults(func=func)
     sub.choices["wheel"].add_argument("--archs", default="12.1a")
-    sub.choices["wheel"].add_argument("--manifest", type=Path, default=Path("aot_build/manifests/sm121_decode.json"))
+    sub.choices["wheel"].add_argument("--manifest", type=Path, default=DECODE_MANIFEST)
     sub.choices["wheel"].add_argument("--host-arch", default=platform.machine(),
                                       help="the machine the AOT modules run on (aarch64: cross build on x86_64)")
     sub.choices["wheel"].add_argument("--dist", type=Path, default=Path("dist"))

@@ -13,6 +13,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .aot import DECODE_MANIFEST, NORM_MANIFEST
 from .carrier import Carrier, download_wheel
 from .cuda import run_logged
 from .errors import SeriesError
@@ -22,7 +23,7 @@ from .requirements import GPU_REQUIREMENTS, gpu_pins
 from .tree import apply_exactly
 from .wheel import build_wheels, local_version, series_hash
 
-MANIFEST_FOR = {True: Path("aot_build/manifests/sm121_decode.json"), False: Path("aot_build/manifests/default.json")}
+MANIFEST_FOR = {True: DECODE_MANIFEST, False: NORM_MANIFEST}
 
 
 class NoGpu(SeriesError):

@@ -14,6 +14,8 @@ PYTEST_ARGS ?=
 CARRIER ?=
 GPU_TEST_BUDGET ?=
 GPU_TEST_ONLY ?=
+# the bf16 SM90 fused-MoE module's wheel, for the MoE steps on an H200 (README, "GPU suite")
+MOE90_WHEEL ?=
 
 .PHONY: venv upstream apply export check pins rebase rebase-continue pr wheel engines coverage test test-fast gpu-test gpu-carrier clean
 
@@ -67,13 +69,14 @@ test: venv              ## the whole CPU suite (GPU tests skip with a reason)
 test-fast: venv         ## the edit loop: tests that neither apply the series to the real upstream nor compile
 	$(PY) -m pytest -m "not upstream and not compile" $(PYTEST_ARGS)
 
-gpu-test: $(if $(CARRIER),,venv)  ## the GPU suite on this machine's GPU -> build/gpu-test/gpu-report.{md,json} [CARRIER=.devcarry GPU_TEST_BUDGET=s GPU_TEST_ONLY="step ..."]
+gpu-test: $(if $(CARRIER),,venv)  ## the GPU suite on this machine's GPU -> build/gpu-test/gpu-report.{md,json} [CARRIER=.devcarry GPU_TEST_BUDGET=s GPU_TEST_ONLY="step ..." MOE90_WHEEL=whl]
 	$(if $(CARRIER),$(PYTHON) -m fiseries,$(FISERIES)) gpu-test --dist $(DIST) $(if $(CARRIER),--carrier $(CARRIER)) \
-	  $(if $(GPU_TEST_BUDGET),--budget-s $(GPU_TEST_BUDGET)) $(if $(GPU_TEST_ONLY),--only $(GPU_TEST_ONLY))
+	  $(if $(GPU_TEST_BUDGET),--budget-s $(GPU_TEST_BUDGET)) $(if $(GPU_TEST_ONLY),--only $(GPU_TEST_ONLY)) \
+	  $(if $(MOE90_WHEEL),--moe90-wheel $(MOE90_WHEEL))
 
 gpu-carrier: apply      ## .devcarry/{1,2}: what gpu-test downloads, for a GPU machine without network (README)
 	@test -n "$(AOT_WHEEL)" || { echo "usage: make gpu-carrier AOT_WHEEL=<jit-cache wheel for the GPU's arch>"; exit 2; }
-	$(FISERIES) gpu-carrier --aot-wheel $(AOT_WHEEL)
+	$(FISERIES) gpu-carrier --aot-wheel $(AOT_WHEEL) $(if $(MOE90_WHEEL),--moe90-wheel $(MOE90_WHEEL))
 
 clean:
 	rm -rf build dist

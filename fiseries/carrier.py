@@ -65,12 +65,14 @@ class CarrierMeta:
     aot_wheel: str
     wheels: list[str]
     packed: list[Packed]
+    moe90_wheel: str | None  # the bf16 SM90 fused-MoE module's wheel, for the MoE steps on an H200
 
     @classmethod
     def load(cls, path: Path) -> CarrierMeta:
         raw = json.loads(path.read_text())
         return cls(raw["series_sha256"], list(raw["archs"]), raw["aot_wheel"], list(raw["wheels"]),
-                   [Packed(p["name"], p["sha256"], list(p["parts"])) for p in raw["packed"]])
+                   [Packed(p["name"], p["sha256"], list(p["parts"])) for p in raw["packed"]],
+                   raw.get("moe90_wheel"))
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,10 @@ class Carrier:
     @property
     def aot_wheel(self) -> Path:
         return self.root / self.meta.aot_wheel
+
+    @property
+    def moe90_wheel(self) -> Path | None:
+        return self.root / self.meta.moe90_wheel if self.meta.moe90_wheel else None
 
     @property
     def upstream_tests(self) -> Path:
@@ -226,7 +232,7 @@ def wheel_archs(aot_wheel: Path) -> list[str]:
 
 
 def build_carrier(layout: Layout, out: Path, aot_wheel: Path, python_version: str, platform_tag: str,
-                  series_sha256: str) -> list[str]:
+                  series_sha256: str, moe90_wheel: Path | None = None) -> list[str]:
     if not layout.tree.is_dir():
         raise SeriesError(f"{layout.tree} missing: run `make apply` first")
     shutil.rmtree(out, ignore_errors=True)
@@ -254,11 +260,15 @@ def build_carrier(layout: Layout, out: Path, aot_wheel: Path, python_version: st
     packed = [pack_wheel(download_wheel(f"{name}=={pins[name]}", cache, platform_args), out, PART_BYTES)
               for name in PACKED]
     shutil.copy2(aot_wheel, main / aot_wheel.name)
+    if moe90_wheel is not None:
+        (main / "moe90").mkdir()
+        shutil.copy2(moe90_wheel, main / "moe90" / moe90_wheel.name)
     test_pins = load_pins(root / UPSTREAM_TEST_PINS)
     copy_cache(test_pins, root / ".cache" / "upstream-tests", main / "upstream-tests")
     meta = {"series_sha256": series_sha256, "archs": wheel_archs(aot_wheel),
             "upstream_version": layout.lock.main.version,
             "upstream_wheel": upstream.name, "aot_wheel": aot_wheel.name, "wheels": wheels,
+            "moe90_wheel": f"moe90/{moe90_wheel.name}" if moe90_wheel else None,
             "packed": [asdict(p) for p in packed],
             "python": python_version, "platform": platform_tag, "series_files": shipped}
     (main / CARRIER_JSON).write_text(json.dumps(meta, indent=2) + "\n")

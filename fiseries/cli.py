@@ -90,12 +90,17 @@ def cmd_engines(layout: Layout, args: argparse.Namespace) -> list[str]:
     return check_engines(layout.lock, args.dist)
 
 
+MOE90_HELP = ("the bf16 SM90 fused-MoE module's jit-cache wheel (aot_build/manifests/fused_moe_90_bf16.json), "
+              "for the MoE steps on an H200")
+
+
 def cmd_gpu_test(layout: Layout, args: argparse.Namespace) -> int:
-    return gpu_test(layout, args.carrier, args.dist, args.budget_s, args.fresh, args.only)
+    return gpu_test(layout, args.carrier, args.dist, args.budget_s, args.fresh, args.only, args.moe90_wheel)
 
 
 def cmd_gpu_carrier(layout: Layout, args: argparse.Namespace) -> list[str]:
-    return build_carrier(layout, args.out, args.aot_wheel, args.python_version, args.platform, series_hash(layout))
+    return build_carrier(layout, args.out, args.aot_wheel, args.python_version, args.platform, series_hash(layout),
+                         args.moe90_wheel)
 
 
 def cmd_upstream_tests(layout: Layout, args: argparse.Namespace) -> list[str]:
@@ -139,9 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     gpu.add_argument("--fresh", action="store_true", help="forget the results of an earlier run")
     gpu.add_argument("--only", nargs="+", default=None, metavar="STEP",
                      help="run these steps only; the others are reported as not run")
+    gpu.add_argument("--moe90-wheel", type=Path, default=None, help=MOE90_HELP)
     gpu.set_defaults(func=cmd_gpu_test)
     carrier = sub.add_parser("gpu-carrier", help="what gpu-test downloads, for a GPU machine without network")
     carrier.add_argument("--aot-wheel", type=Path, required=True)
+    carrier.add_argument("--moe90-wheel", type=Path, default=None, help=MOE90_HELP)
     carrier.add_argument("--python-version", default="3.12")
     carrier.add_argument("--platform", default="manylinux_2_28_x86_64")
     carrier.add_argument("--out", type=Path, default=Path(".devcarry"))

@@ -10,6 +10,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -160,6 +161,24 @@ def _dist_wheels(layout: Layout, dist: Path, arch: str) -> tuple[Path, Path] | N
     patched = sorted(dist.glob(f"flashinfer_python-{local_version(layout)}-*.whl"))
     aot = sorted(dist.glob("flashinfer_jit_cache-*.whl"))
     return (patched[-1], aot[-1]) if patched and aot else None
+
+
+MOE90_MODULE = "fused_moe_90"
+MOE90_IN_WHEEL = f"flashinfer_jit_cache/jit_cache/{MOE90_MODULE}/{MOE90_MODULE}.so"
+
+
+def install_moe90_module(wheel: Path, sites: list[Path]) -> None:
+    """The bf16 SM90 fused-MoE module from its jit-cache wheel into each site's FlashInfer, where FlashInfer's
+    own AOT lookup finds a module first (flashinfer/data/aot/<name>/<name>.so), beside any other jit-cache."""
+    with zipfile.ZipFile(wheel) as zf:
+        if MOE90_IN_WHEEL not in zf.namelist():
+            raise SeriesError(f"{wheel.name} has no {MOE90_IN_WHEEL}: build it with `make wheel ARCHS=9.0a "
+                              "AOT_MANIFEST=aot_build/manifests/fused_moe_90_bf16.json DIST=build/dist-moe90`")
+        for site in sites:
+            dest = site / "flashinfer" / "data" / "aot" / MOE90_MODULE / f"{MOE90_MODULE}.so"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(MOE90_IN_WHEEL) as src, dest.open("wb") as out:
+                shutil.copyfileobj(src, out)
 
 
 def install_sites(layout: Layout, python: Path, state: Path, arch: str, carrier: Carrier | None,

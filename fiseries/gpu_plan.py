@@ -30,6 +30,7 @@ class Step:
     upstream_file: str | None = None  # for upstream tests: the pinned file it runs
     parallel: bool = False  # pytest-xdist workers (independent, light tests)
     env: tuple[tuple[str, str], ...] = ()  # extra environment variables for the step's process
+    wrapper: tuple[str, ...] = ()  # a command the step's pytest runs under (compute-sanitizer)
 
 
 @dataclass(frozen=True)
@@ -67,23 +68,44 @@ def arch_of_capability(major: int, minor: int) -> str:
     return f"{major}.{minor}" + ("a" if major >= 9 else "")
 
 
+# The CUTLASS fused-MoE module the MoE steps load: in the series' AOT wheel on SM12x; on an H200 the bf16-only
+# SM90 build (aot_build/manifests/fused_moe_90_bf16.json), when the run is given it; elsewhere not provided.
+# FlashInfer must not fall back to JIT-building the full module (SM90: 248 units, about 30 min of 16 cores).
+NO_JIT = (("FLASHINFER_DISABLE_JIT", "1"),)
+MOE90_MISSING = ("needs FlashInfer's CUTLASS fused-MoE module for SM90: give the run the bf16 build (make wheel "
+                 "ARCHS=9.0a AOT_MANIFEST=aot_build/manifests/fused_moe_90_bf16.json DIST=build/dist-moe90; make "
+                 "gpu-test MOE90_WHEEL=...), or it would JIT-build the full module (248 units)")
+MOE_OFF_ARCH = ("needs FlashInfer's CUTLASS fused-MoE module for this arch, which neither the series' wheel nor "
+                "this run provides (the full module is hundreds of units to JIT-build)")
+
+
+def moe_not_run(arch: str, moe90: bool) -> str | None:
+    """Why the CUTLASS fused-MoE steps do not run on `arch` (None: they run)."""
+    if is_sm12x(arch) or (arch == "9.0a" and moe90):
+        return None
+    return MOE90_MISSING if arch == "9.0a" else MOE_OFF_ARCH
+
+
 # upstream's test files for the ops the series touches: (file, why it does not run off SM12x, xdist workers)
-CUTLASS_MOE_OFF_SM12X = ("SM120/SM121 cases here; on other GPUs its ungated cases would build FlashInfer's CUTLASS "
-                         "fused-MoE module for that arch (SM90: 248 units, about 30 min of 16 cores), which the series "
-                         "does not change there")
 B12X_OFF_SM12X = ("SM120/SM121 MoE kernels (b12x, CuTe DSL); off SM12x only its dispatch unit tests could run, on "
                   "moe_dispatch.py, which the series does not change")
 UPSTREAM_TESTS: tuple[tuple[str, str | None, bool], ...] = (
     ("tests/utils/test_norm.py", None, True),
     ("tests/utils/test_fp8_quantize.py", None, True),  # mostly SM100+: skips with upstream's reason
     ("tests/moe/test_b12x_w4a16_route_pack.py", None, False),  # the SM12x MoE package's routing, any GPU
-    ("tests/moe/test_trtllm_cutlass_fused_moe.py", CUTLASS_MOE_OFF_SM12X, False),  # upstream marks it `solo`
     ("tests/moe/test_b12x_fused_moe.py", B12X_OFF_SM12X, False),
 )
+# runs where the CUTLASS fused-MoE module is there (moe_not_run); upstream marks it `solo`. With the bf16 SM90
+# module its fp8 / fp4 cases fail alike on pristine and patched, so they count as no change.
+CUTLASS_MOE_TESTS = "tests/moe/test_trtllm_cutlass_fused_moe.py"
 SM12X_ONLY = "SM120/SM121 only: the series' MoE tiles and default tactic run there alone"
 
 
-def _series_tests() -> list[Step]:
+MOE_CALL_CACHE_TEST = f"{OVERRIDES}/moe/test_cutlass_fused_moe_call_cache.py"
+MEMCHECK = ("compute-sanitizer", "--tool", "memcheck", "--error-exitcode", "86")
+
+
+def _series_tests(moe: str | None) -> list[Step]:
     tests = [
         ("series-norm-quant", f"{OVERRIDES}/utils/test_norm_quant_fused.py", False),
         ("series-aot-manifest", f"{OVERRIDES}/test_aot_manifest.py", False),
@@ -91,23 +113,36 @@ def _series_tests() -> list[Step]:
         ("series-sm12x-small-m-moe", f"{OVERRIDES}/sm12x_tiles/test_sm12x_small_m_moe.py", True),
         ("series-sm12x-act-granularity", f"{OVERRIDES}/moe/test_sm12x_mxfp8_act_granularity.py", True),
     ]
-    return [Step(step_id, "series-test", "patched", (path,), sm12x_runtime=runtime)
-            for step_id, path, runtime in tests]
-
-
-def _upstream_tests(sm12x: bool) -> list[Step]:
-    steps = []
-    for rel, off_sm12x, parallel in UPSTREAM_TESTS:
-        name = rel.rsplit("/", 1)[1].removeprefix("test_").removesuffix(".py").replace("_", "-")
-        not_run = None if sm12x else off_sm12x
-        sites: tuple[Site, ...] = ("pristine", "patched")
-        for site in sites:
-            steps.append(Step(f"upstream-{name}-{site}", "upstream-test", site, (rel,),
-                              not_run=not_run, upstream_file=rel, parallel=parallel))
+    steps = [Step(step_id, "series-test", "patched", (path,), sm12x_runtime=runtime)
+             for step_id, path, runtime in tests]
+    steps.append(Step("series-moe-workspace-cache", "series-test", "patched",
+                      (f"{OVERRIDES}/moe/test_moe_workspace_cache.py",
+                       f"{OVERRIDES}/autotuner/test_autotuner_selection_generation.py")))
+    steps.append(Step("series-moe-call-cache", "series-test", "patched", (MOE_CALL_CACHE_TEST,), not_run=moe,
+                      env=NO_JIT))
+    # #4827 under compute-sanitizer: the replay after the workspace grew touches no invalid memory
+    steps.append(Step("series-moe-graph-memcheck", "series-test", "patched",
+                      (f"{MOE_CALL_CACHE_TEST}::test_growth_after_capture_keeps_the_graph_workspace",),
+                      not_run=moe, env=NO_JIT, wrapper=MEMCHECK))
     return steps
 
 
-def _benchmarks(sm12x: bool) -> list[Step]:
+def _upstream_tests(sm12x: bool, moe: str | None) -> list[Step]:
+    steps = []
+    runs: list[tuple[str, str | None, bool, tuple[tuple[str, str], ...]]] = [
+        (rel, None if sm12x else off_sm12x, parallel, ()) for rel, off_sm12x, parallel in UPSTREAM_TESTS]
+    runs.insert(3, (CUTLASS_MOE_TESTS, moe, False, NO_JIT))
+    for rel, not_run, parallel, env in runs:
+        name = rel.rsplit("/", 1)[1].removeprefix("test_").removesuffix(".py").replace("_", "-")
+        sites: tuple[Site, ...] = ("pristine", "patched")
+        for site in sites:
+            steps.append(Step(f"upstream-{name}-{site}", "upstream-test", site, (rel,),
+                              not_run=not_run, upstream_file=rel, parallel=parallel, env=env))
+    return steps
+
+
+def _benchmarks(sm12x: bool, moe: str | None) -> list[Step]:
+    overhead = "{state}/results/bench-moe-call-overhead-%s/moe_call_overhead.json"
     return [
         Step("bench-norm-quant", "bench", "patched",
              ("bench/bench_norm_quant_fused.py", "--eager", "--series-json", "{series_json}", "--out", "{results}")),
@@ -124,13 +159,21 @@ def _benchmarks(sm12x: bool) -> list[Step]:
         Step("bench-sm12x-moe-decode", "bench", "patched",
              ("bench/bench_sm12x_moe_decode.py", "--out", "{results}"),
              not_run=None if sm12x else SM12X_ONLY),
+        *(Step(f"bench-moe-call-overhead-{site}", "bench", site,
+               ("bench/bench_moe_call_overhead.py", "--site", site, "--out", "{results}"), not_run=moe, env=NO_JIT)
+          for site in ("pristine", "patched")),
+        Step("bench-moe-call-overhead-summary", "bench", "patched",
+             ("bench/summarize_moe_call_overhead.py", overhead % "pristine", overhead % "patched",
+              "--out", "{results}"), not_run=moe),
     ]
 
 
-def resolve_plan(arch: str) -> Plan:
-    """Every step for `arch`; SM89 and newer only (FP8 and the norm kernels' minimum)."""
+def resolve_plan(arch: str, moe90: bool = False) -> Plan:
+    """Every step for `arch`; SM89 and newer only (FP8 and the norm kernels' minimum). `moe90`: the run has
+    the bf16 SM90 fused-MoE module (what the MoE steps need on an H200)."""
     major, minor = parse_arch(arch)
     if (major, minor) < (8, 9):
         raise ValueError(f"arch {arch}: the series needs SM89 or newer (FP8)")
     sm12x = major == 12
-    return Plan(arch, _series_tests() + _upstream_tests(sm12x) + _benchmarks(sm12x))
+    moe = moe_not_run(arch, moe90)
+    return Plan(arch, _series_tests(moe) + _upstream_tests(sm12x, moe) + _benchmarks(sm12x, moe))

@@ -24,8 +24,9 @@ from pathlib import Path
 
 from .carrier import Carrier, Incomplete
 from .errors import SeriesError
-from .gpu_env import Device, Environment, NoGpu, detect_device, gpu_venv, install_sites, probe_environment
-from .gpu_plan import SM12X_SKIP_REASON, Plan, Step, is_sm12x, resolve_plan
+from .gpu_env import (Device, Environment, NoGpu, detect_device, gpu_venv, install_moe90_module, install_sites,
+                      probe_environment)
+from .gpu_plan import NO_JIT, SM12X_SKIP_REASON, Plan, Step, is_sm12x, resolve_plan
 from .layout import Layout
 from .upstream_tests import PINS as UPSTREAM_TEST_PINS, load_pins, materialise as materialise_tests
 from .wheel import local_version, series_hash
@@ -33,6 +34,7 @@ from .wheel import local_version, series_hash
 NO_GPU = 2  # exit status: no CUDA GPU here
 INCOMPLETE = 75  # exit status: the time budget ran out; run again to resume
 MIN_STEP_SECONDS = 20
+CUDA_BIN = "/usr/local/cuda/bin"  # compute-sanitizer, when it is not on PATH
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ class Context:
         env = dict(os.environ, PYTHONPATH=":".join(str(p) for p in paths),
                    FLASHINFER_WORKSPACE_BASE=str(self.state / "workspace" / step.site),
                    FLASHINFER_CUDA_ARCH_LIST=self.device.arch, MAX_JOBS=str(self.cpus), PYTHONUNBUFFERED="1",
-                   PATH=f"{self.python.parent}:{os.environ.get('PATH', '')}", **dict(step.env))
+                   PATH=f"{self.python.parent}:{os.environ.get('PATH', '')}:{CUDA_BIN}", **dict(step.env))
         env.pop("PYTHONHOME", None)
         return env
 
@@ -171,7 +173,7 @@ def step_command(ctx: Context, step: Step, junit: Path, cpus: int) -> tuple[list
            "--rootdir", str(rootdir), f"--junitxml={junit}"]
     if step.parallel:
         cmd += ["-n", str(xdist_workers(cpus))]
-    return cmd + paths, ctx.state / "work"
+    return [*step.wrapper, *cmd, *paths], ctx.state / "work"
 
 
 def run_step(ctx: Context, step: Step, timeout: float, key: str, beside: int = 1) -> StepResult:
@@ -180,10 +182,15 @@ def run_step(ctx: Context, step: Step, timeout: float, key: str, beside: int = 1
     junit = ctx.state / "junit" / f"{step.id}.xml"
     junit.unlink(missing_ok=True)
     cmd, cwd = step_command(ctx, step, junit, ctx.cpus // beside)
+    env = ctx.env(step)
+    result = StepResult(step.id, "passed", log=str(log.relative_to(ctx.state)), key=key)
+    if shutil.which(cmd[0], path=env["PATH"]) is None:
+        result.status = "failed"
+        result.problems.append(f"{cmd[0]} is not on PATH nor in {CUDA_BIN}")
+        return result
     started = time.monotonic()
-    returncode = _execute(cmd, ctx.env(step), cwd, log, timeout)
-    result = StepResult(step.id, "passed", round(time.monotonic() - started, 1), log=str(log.relative_to(ctx.state)),
-                        key=key)
+    returncode = _execute(cmd, env, cwd, log, timeout)
+    result.seconds = round(time.monotonic() - started, 1)
     if returncode is None:
         result.status = "interrupted"
         result.problems.append(f"stopped after {timeout:.0f} s: the run's budget ran out")
@@ -219,6 +226,29 @@ def compare_upstream(pristine: StepResult, patched: StepResult) -> list[str]:
         elif after == "skipped" and before == "passed":
             problems.append(f"{test}: passed on pristine, skipped on patched")
     return problems
+
+
+MOE90_CHECK = """
+import time
+from flashinfer.fused_moe import core
+from flashinfer.jit import env
+started = time.perf_counter()
+core.get_cutlass_fused_moe_module("90")
+(artifact,) = env.get_aot_artifacts("fused_moe_90")
+print(f"fused_moe_90 loaded from {artifact.path} in {time.perf_counter() - started:.1f} s")
+"""
+
+
+def check_moe90_loads(ctx: Context) -> None:
+    """Before any step: both sites load the bf16 SM90 fused-MoE module through FlashInfer's own lookup, JIT off."""
+    for site in ("pristine", "patched"):
+        log = ctx.state / "logs" / f"moe90-load-{site}.log"
+        env = ctx.env(Step(f"moe90-load-{site}", "bench", site, (), env=NO_JIT))
+        returncode = _execute([str(ctx.python), "-c", MOE90_CHECK], env, ctx.state / "work", log, 600)
+        if returncode != 0:
+            raise SeriesError(f"the bf16 SM90 fused-MoE module does not load in sites/{site} "
+                              f"(exit {returncode}): {log.read_text()[-1500:]}")
+        print(f"gpu-test: {site}: {log.read_text().strip().splitlines()[-1]}", flush=True)
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -364,14 +394,25 @@ def write_report(ctx: Context, plan: Plan, results: list[StepResult], environmen
 
 
 def gpu_test(layout: Layout, carrier_dir: Path | None, dist: Path, budget_s: float | None, fresh: bool,
-             only: list[str] | None = None) -> int:
+             only: list[str] | None = None, moe90_wheel: Path | None = None) -> int:
     """The whole run (or the steps in `only`); returns the exit status (0 pass, 1 a failure, NO_GPU,
-    INCOMPLETE)."""
+    INCOMPLETE). `moe90_wheel`: the bf16 SM90 fused-MoE module's wheel (a carrier may bring it instead)."""
     root = layout.lock.root
     try:
         device = detect_device()
-        plan = resolve_plan(device.arch)
-    except (NoGpu, ValueError) as err:  # no GPU, or one older than SM89
+    except NoGpu as err:
+        print(f"gpu-test: {err}", file=sys.stderr)
+        return NO_GPU
+    try:
+        carrier = Carrier.open(carrier_dir.resolve()) if carrier_dir is not None else None
+    except Incomplete as err:
+        print(f"gpu-test: {err}", file=sys.stderr)
+        return INCOMPLETE
+    if carrier is not None and carrier.moe90_wheel is not None:
+        moe90_wheel = carrier.moe90_wheel
+    try:
+        plan = resolve_plan(device.arch, moe90=moe90_wheel is not None)
+    except ValueError as err:  # a GPU older than SM89
         print(f"gpu-test: {err}", file=sys.stderr)
         return NO_GPU
     if only:
@@ -383,11 +424,6 @@ def gpu_test(layout: Layout, carrier_dir: Path | None, dist: Path, budget_s: flo
     if fresh:
         shutil.rmtree(state / "steps", ignore_errors=True)
     state.mkdir(parents=True, exist_ok=True)
-    try:
-        carrier = Carrier.open(carrier_dir.resolve()) if carrier_dir is not None else None
-    except Incomplete as err:
-        print(f"gpu-test: {err}", file=sys.stderr)
-        return INCOMPLETE
     print(f"gpu-test: {device.name} ({device.arch}); {len(plan.runnable)} of {len(plan.steps)} steps run here",
           flush=True)
     python = gpu_venv(root, carrier)
@@ -396,11 +432,16 @@ def gpu_test(layout: Layout, carrier_dir: Path | None, dist: Path, budget_s: flo
         raise SeriesError(f"torch in .venv-gpu ({environment.torch}) sees no GPU: install a CUDA build "
                           f"(ci/gpu-requirements.txt) matching the driver {device.driver}")
     sites, aot_wheel = install_sites(layout, python, state, device.arch, carrier, dist.resolve())
+    moe90 = moe90_wheel if device.arch == "9.0a" else None
+    if moe90 is not None:
+        install_moe90_module(moe90, [sites["pristine"][-1], sites["patched"][-1]])
     tests_dir = state / "upstream-tests"
     shutil.rmtree(tests_dir, ignore_errors=True)
     pins = load_pins(root / UPSTREAM_TEST_PINS)
     materialise_tests(pins, carrier.upstream_tests if carrier else root / ".cache" / "upstream-tests", tests_dir)
     ctx = Context(layout, device, state, python, sites, aot_wheel, tests_dir, os.cpu_count() or 1)
+    if moe90 is not None:
+        check_moe90_loads(ctx)
     series = {"series_sha256": series_hash(layout), "version": local_version(layout),
               "upstream_version": layout.lock.main.version, "upstream_commit": layout.lock.main.revision}
     (state / "series.json").write_text(json.dumps(series, indent=1) + "\n")

@@ -53,3 +53,34 @@ def test_issue19_targets_are_judged(tmp_path: Path) -> None:
     assert "| rms->mxfp8: latency <= upstream rmsnorm, T <= 16 | max ours / rmsnorm 0.91 (H=2880, T=1) | yes |" in text
     assert "rms->mxfp8 pays vs upstream rmsnorm+pad+ideal_quant, T <= 16 | min 2.00x (H=2880, T=1) | yes |" in text
     assert "rms->mxfp8 pays vs upstream rmsnorm+pad+ideal_quant, T >= 4096 | min 1.05x (H=2880, T=4096) | yes |" in text
+
+
+MOE_SCRIPT = ROOT / "bench" / "summarize_moe_call_overhead.py"
+
+
+def _moe_run(path: Path, site: str, rows: list[dict[str, object]]) -> Path:
+    env = {"site": site, "flashinfer": "0.7.4", "torch": "2", "gpu": "GPU", "calls": 50, "reps": 15}
+    path.write_text(json.dumps({"env": env, "rows": rows}))
+    return path
+
+
+def test_moe_call_overhead_targets_are_judged(tmp_path: Path) -> None:
+    base = {"shape": "gpt-oss-like", "allocations_per_call": 5.0, "runners_per_call": 1.0,
+            "lookups_per_call": 2.0, "graph_us": 30.0, "output_sha256": "a"}
+    upstream = [{**base, "tokens": 1, "host_us": 100.0, "eager_us": 30.0},
+                {**base, "tokens": 64, "host_us": 100.0, "eager_us": 60.0, "graph_us": 60.0}]
+    setup_free = {"allocations_per_call": 0.0, "runners_per_call": 0.0, "lookups_per_call": 0.0}
+    series = [{**base, **setup_free, "tokens": 1, "host_us": 30.0, "eager_us": 30.5},  # 70% less, +1.7%
+              {**base, **setup_free, "tokens": 64, "host_us": 90.0, "eager_us": 65.0, "graph_us": 60.0,
+               "output_sha256": "b"}]  # T > 16: host not judged; 8% slower; output differs
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, str(MOE_SCRIPT), str(_moe_run(tmp_path / "u.json", "pristine", upstream)),
+                    str(_moe_run(tmp_path / "s.json", "patched", series)), "--out", str(out)],
+                   check=True, capture_output=True)
+    summary = json.loads((out / "moe_call_overhead_summary.json").read_text())
+    assert summary["targets_met"] == {"host": True, "setup_free": True, "graph": True, "gpu_time": False,
+                                      "identical": False}
+    table = (out / "moe_call_overhead.md").read_text()
+    assert "| gpt-oss-like | 1 | 100.0 | 30.0 | 70% |" in table and "| 5 → 0 | 1 → 0 | 2 → 0 | yes |" in table
+    assert "within 3% of upstream's: NOT met at gpt-oss-like T=64" in table
+    assert "bit-identical output to upstream's: NOT met at gpt-oss-like T=64" in table

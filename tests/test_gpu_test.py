@@ -15,12 +15,18 @@ import pytest
 
 from conftest import ROOT
 from fiseries.carrier import Carrier, Incomplete
-from fiseries.gpu_plan import SM12X_SKIP_REASON, arch_of_capability, resolve_plan
+from fiseries.gpu_plan import SM12X_SKIP_REASON, arch_of_capability, moe_not_run, resolve_plan
 from fiseries.gpu_test import StepResult, compare_upstream, judge_tests, parse_junit
 from fiseries.upstream_tests import PINS, blob_id, fill_from_git, load_pins, materialise
 from fiseries.errors import SeriesError
 
 SM12X_TESTS = {"series-sm12x-small-m-moe", "series-sm12x-act-granularity"}
+
+
+MOE_STEPS = {"upstream-trtllm-cutlass-fused-moe-pristine", "upstream-trtllm-cutlass-fused-moe-patched",
+             "series-moe-call-cache", "series-moe-graph-memcheck", "bench-moe-call-overhead-pristine",
+             "bench-moe-call-overhead-patched", "bench-moe-call-overhead-summary"}
+SM12X_ONLY_STEPS = {"upstream-b12x-fused-moe-pristine", "upstream-b12x-fused-moe-patched", "bench-sm12x-moe-decode"}
 
 
 @pytest.mark.parametrize("arch", ["9.0a", "12.0a", "12.1a"])
@@ -31,7 +37,7 @@ def test_plan_resolves(arch: str) -> None:
     assert len(ids) == len(set(ids))
     for step in plan.steps:
         if step.kind == "series-test":
-            assert all((ROOT / p).is_file() for p in step.argv), step
+            assert all((ROOT / p.split("::")[0]).is_file() for p in step.argv), step
         elif step.kind == "upstream-test":
             assert step.upstream_file in pins.files, f"{step.upstream_file} is not pinned in {PINS}"
         else:
@@ -45,11 +51,22 @@ def test_plan_resolves(arch: str) -> None:
     if arch.startswith("12."):
         assert not not_run, not_run
     else:
-        assert not_run.keys() == {"upstream-trtllm-cutlass-fused-moe-pristine",
-                                  "upstream-trtllm-cutlass-fused-moe-patched", "upstream-b12x-fused-moe-pristine",
-                                  "upstream-b12x-fused-moe-patched", "bench-sm12x-moe-decode"}
-        assert all(reason and "SM120/SM121" in reason for reason in not_run.values())
+        assert not_run.keys() == SM12X_ONLY_STEPS | MOE_STEPS
+        assert all("SM120/SM121" in not_run[s] for s in SM12X_ONLY_STEPS)
+        assert all("bf16 build" in not_run[s] and "MOE90_WHEEL" in not_run[s] for s in MOE_STEPS)
         assert {"upstream-norm-pristine", "upstream-norm-patched", "bench-norm-quant"} <= set(ids)
+        with_module = resolve_plan(arch, moe90=True)
+        assert {s.id for s in with_module.steps if s.not_run} == SM12X_ONLY_STEPS
+        # no MoE step may fall back to JIT-building the full module
+        assert all(("FLASHINFER_DISABLE_JIT", "1") in s.env for s in with_module.steps
+                   if s.id in MOE_STEPS - {"bench-moe-call-overhead-summary"})
+
+
+def test_plan_moe_steps_elsewhere() -> None:
+    assert moe_not_run("12.1a", False) is None and moe_not_run("9.0a", True) is None
+    assert "neither the series' wheel nor" in (moe_not_run("10.0a", True) or "")
+    memcheck = next(s for s in resolve_plan("9.0a", moe90=True).steps if s.id == "series-moe-graph-memcheck")
+    assert memcheck.wrapper[0] == "compute-sanitizer" and "::" in memcheck.argv[0]
 
 
 def test_plan_only_marks_the_other_steps_not_run() -> None:
@@ -192,6 +209,7 @@ def test_carrier_waits_for_its_parts(tmp_path: Path) -> None:
     (carrier / "2" / "x.tar.xz.part3").write_bytes(data[200:])
     opened = Carrier.open(carrier, stash)
     assert opened.root == carrier / "2"
+    assert opened.moe90_wheel is None  # a carrier built without the MoE module
     opened.check_for("s", "9.0a")
     with pytest.raises(SeriesError, match="make gpu-carrier"):
         opened.check_for("other", "9.0a")
@@ -233,3 +251,22 @@ def test_gpu_pins_cover_what_a_carrier_takes_along() -> None:
     assert pins["torch"] == "2.11.0" and pins["nvidia-cutlass-dsl"] == "4.8.1"
     assert all(name in pins for name in CARRIED + PACKED)
     assert len({pins[n] for n in pins if n.startswith("nvidia-cutlass-dsl")}) == 1  # one DSL version
+
+
+def test_moe90_module_lands_where_flashinfer_looks_first(tmp_path: Path) -> None:
+    import zipfile
+
+    from fiseries.gpu_env import MOE90_IN_WHEEL, install_moe90_module
+
+    wheel = tmp_path / "flashinfer_jit_cache-0.7.4+sm12x.6-py3-none-linux_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr(MOE90_IN_WHEEL, b"\x7fELF module")
+    sites = [tmp_path / "pristine", tmp_path / "patched"]
+    install_moe90_module(wheel, sites)
+    for site in sites:  # flashinfer.jit.env.FLASHINFER_AOT_DIR / name / name.so
+        assert (site / "flashinfer/data/aot/fused_moe_90/fused_moe_90.so").read_bytes() == b"\x7fELF module"
+    empty = tmp_path / "empty.whl"
+    with zipfile.ZipFile(empty, "w") as zf:
+        zf.writestr("flashinfer_jit_cache/__init__.py", "")
+    with pytest.raises(SeriesError, match="fused_moe_90_bf16.json"):
+        install_moe90_module(empty, sites)

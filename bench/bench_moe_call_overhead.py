@@ -21,13 +21,14 @@ Writes moe_call_overhead.json into --out.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -42,15 +43,19 @@ SHAPES = {  # hidden, intermediate, experts, top-k
 }
 TOKENS = (1, 4, 16, 64)
 CALLS = 50  # per block: ~10 kernels each stays well inside the launch queue
-REPS = 15
+REPS = 21
 
 
 class Counter:
-    """Counts MoERunner constructions and tuner look-ups by wrapping them."""
+    """Counts MoERunner constructions and tuner look-ups while active (not while timing)."""
 
     def __init__(self, runner_class: type) -> None:
+        self.runner_class = runner_class
         self.runners = self.lookups = 0
-        init, choose_one = runner_class.__init__, AutoTuner.choose_one
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[None]:
+        init, choose_one = self.runner_class.__init__, AutoTuner.choose_one
 
         def counted_init(runner: Any, *args: Any, **kwargs: Any) -> None:
             self.runners += 1
@@ -60,8 +65,14 @@ class Counter:
             self.lookups += 1
             return choose_one(tuner, *args, **kwargs)
 
-        runner_class.__init__ = counted_init  # type: ignore[misc]
+        self.runners = self.lookups = 0
+        self.runner_class.__init__ = counted_init  # type: ignore[misc]
         AutoTuner.choose_one = counted_choose_one  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            self.runner_class.__init__ = init  # type: ignore[misc]
+            AutoTuner.choose_one = choose_one  # type: ignore[method-assign]
 
 
 def sleep_cycles_per_ms() -> float:
@@ -87,17 +98,19 @@ def host_us(call: Callable[[], None], cycles_per_ms: float) -> float:
     return statistics.median(samples)
 
 
-def gpu_us(call: Callable[[], None]) -> float:
+def gpu_us(calls: dict[str, Callable[[], None]]) -> dict[str, float]:
+    """GPU time per call of each, in alternating blocks (clock drift hits all alike): medians."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    samples = []
+    samples: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(REPS):
-        start.record()
-        for _ in range(CALLS):
-            call()
-        end.record()
-        end.synchronize()
-        samples.append(start.elapsed_time(end) / CALLS * 1e3)
-    return statistics.median(samples)
+        for name, call in calls.items():
+            start.record()
+            for _ in range(CALLS):
+                call()
+            end.record()
+            end.synchronize()
+            samples[name].append(start.elapsed_time(end) / CALLS * 1e3)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def measure(shape: str, num_tokens: int, weights: tuple[torch.Tensor, torch.Tensor],
@@ -121,18 +134,17 @@ def measure(shape: str, num_tokens: int, weights: tuple[torch.Tensor, torch.Tens
     for _ in range(3):
         call()
     torch.cuda.synchronize()
-    counter.runners = counter.lookups = 0
-    allocated = torch.cuda.memory_stats()["allocation.all.allocated"]
-    for _ in range(CALLS):
-        call()
-    torch.cuda.synchronize()
+    with counter.counting():
+        allocated = torch.cuda.memory_stats()["allocation.all.allocated"]
+        for _ in range(CALLS):
+            call()
+        torch.cuda.synchronize()
     row: dict[str, Any] = {
         "shape": shape, "tokens": num_tokens,
         "allocations_per_call": (torch.cuda.memory_stats()["allocation.all.allocated"] - allocated) / CALLS,
         "runners_per_call": counter.runners / CALLS,
         "lookups_per_call": counter.lookups / CALLS,
         "host_us": host_us(call, cycles_per_ms),
-        "eager_us": gpu_us(call),
         "output_sha256": digest,
     }
     stream = torch.cuda.Stream()
@@ -140,14 +152,16 @@ def measure(shape: str, num_tokens: int, weights: tuple[torch.Tensor, torch.Tens
         call()  # warm-up on the capture stream
     stream.synchronize()
     graph = torch.cuda.CUDAGraph()
+    timed: dict[str, Callable[[], None]] = {"eager_us": call}
     try:
         with torch.cuda.graph(graph, stream=stream):
             call()
-        row["graph_us"] = gpu_us(graph.replay)
+        timed["graph_us"] = graph.replay
         row["graph_error"] = None
     except Exception as err:  # noqa: BLE001 - recorded: whether the whole call can be captured
-        row["graph_us"], row["graph_error"] = None, f"{type(err).__name__}: {err}"[:300]
+        row["graph_error"] = f"{type(err).__name__}: {err}"[:300]
     torch.cuda.synchronize()
+    row.update({"graph_us": None, **gpu_us(timed)})
     return row
 
 

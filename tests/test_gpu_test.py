@@ -20,7 +20,7 @@ from fiseries.gpu_test import StepResult, compare_upstream, judge_tests, parse_j
 from fiseries.upstream_tests import PINS, blob_id, fill_from_git, load_pins, materialise
 from fiseries.errors import SeriesError
 
-SM12X_TESTS = {"series-sm12x-small-m-moe", "series-sm12x-act-granularity"}
+SM12X_TESTS = {"series-sm12x-small-m-moe", "series-sm12x-act-granularity", "series-mm-fp4-workspace"}
 
 
 MOE_STEPS = {"upstream-trtllm-cutlass-fused-moe-pristine", "upstream-trtllm-cutlass-fused-moe-patched",

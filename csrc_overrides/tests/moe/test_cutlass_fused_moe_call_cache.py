@@ -350,18 +350,23 @@ def test_tuned_tactics_replace_the_memoized_default(problem, monkeypatch):
     _check_close(tuned, problem.reference(x, experts, weights))
 
     # the memo holds exactly what the tuner now answers
-    module = _module()
-    (runners,) = module.moe_runner_cache.values()
+    (cached,) = [
+        c for c in _module().config_cache.values() if not c.gemm1.use_fused_finalize
+    ]
     tuner = AutoTuner.get()
     config = core._cutlass_moe_tuning_config(16)
     tensors = [x, problem.fc1, None, problem.fc2, None]
     answer = (
         tuner.choose_one(
-            "trtllm::fused_moe::gemm1", [runners[0]], config, tensors, gemm_idx=1
+            "trtllm::fused_moe::gemm1", [cached.gemm1], config, tensors, gemm_idx=1
         )[1],
         tuner.choose_one(
-            "trtllm::fused_moe::gemm2", [runners[1]], config, tensors, gemm_idx=2
+            "trtllm::fused_moe::gemm2", [cached.gemm2], config, tensors, gemm_idx=2
         )[1],
     )
-    assert answer != (-1, -1)
-    assert answer in module.tactic_cache.values()
+    tuned_ops = {key.custom_op for key in tuner.profiling_cache}
+    assert {"trtllm::fused_moe::gemm1", "trtllm::fused_moe::gemm2"} <= tuned_ops
+    assert (
+        cached.tactics[(16, x.shape, problem.fc1.shape, None, problem.fc2.shape, None)]
+        == answer
+    )

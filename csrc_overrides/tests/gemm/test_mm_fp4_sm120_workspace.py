@@ -35,10 +35,7 @@ class StandInModule:
         return 1
 
 
-def _run(module, out_shape, out_dtype=torch.bfloat16, k=256, workspace=None):
-    runner = gemm_base._create_cutlass_fp4_gemm_module(
-        module, "test::fp4", "test_fp4", module.fp4_gemm_workspace_size
-    ).cutlass_fp4_gemm_runner()
+def _inputs(out_shape, out_dtype=torch.bfloat16, k=256, workspace=None):
     device = torch.device("cuda", torch.cuda.current_device())
     lead = out_shape[:-1]
     a = torch.empty(*lead, k // 2, dtype=torch.uint8, device=device)
@@ -49,9 +46,20 @@ def _run(module, out_shape, out_dtype=torch.bfloat16, k=256, workspace=None):
         workspace = _get_stream_cache_buf(
             "mm_fp4_workspace", gemm_base.DEFAULT_WORKSPACE_SIZE, device
         )
-    inputs = [a, b, scale, scale, scale, out_dtype, out, 16, True, workspace]
+    return [a, b, scale, scale, scale, out_dtype, out, 16, True, workspace]
+
+
+def _forward(module, inputs):
+    """The SM120 runner's forward on `inputs`; the workspace it handed the module."""
+    runner = gemm_base._create_cutlass_fp4_gemm_module(
+        module, "test::fp4", "test_fp4", module.fp4_gemm_workspace_size
+    ).cutlass_fp4_gemm_runner()
     runner.forward(inputs, tactic=0)
     return module.workspaces[-1]
+
+
+def _run(module, out_shape, out_dtype=torch.bfloat16, k=256, workspace=None):
+    return _forward(module, _inputs(out_shape, out_dtype, k, workspace))
 
 
 @requires_cuda
@@ -85,8 +93,9 @@ def test_a_larger_need_grows_the_stream_workspace_once():
             "mm_fp4_workspace", gemm_base.DEFAULT_WORKSPACE_SIZE, device
         )
         assert again is used
+        inputs = _inputs((128, 8192), workspace=again)
         allocated = torch.cuda.memory_stats()["allocation.all.allocated"]
-        assert _run(module, (128, 8192), workspace=again) is used
+        assert _forward(module, inputs) is used
         assert torch.cuda.memory_stats()["allocation.all.allocated"] == allocated
     # another stream has its own buffer, untouched
     other = _get_stream_cache_buf(

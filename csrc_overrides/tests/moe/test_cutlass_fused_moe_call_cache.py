@@ -364,8 +364,6 @@ def test_tuned_tactics_replace_the_memoized_default(problem, monkeypatch):
             "trtllm::fused_moe::gemm2", [cached.gemm2], config, tensors, gemm_idx=2
         )[1],
     )
-    tuned_ops = {key.custom_op for key in tuner.profiling_cache}
-    assert {"trtllm::fused_moe::gemm1", "trtllm::fused_moe::gemm2"} <= tuned_ops
     assert (
         cached.tactics[(16, x.shape, problem.fc1.shape, None, problem.fc2.shape, None)]
         == answer

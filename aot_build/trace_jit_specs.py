@@ -206,7 +206,8 @@ def use_source_tree_data(tree: Path) -> None:
 class StubModule:
     """What `JitSpec.build_and_load()` returns while tracing: every function does nothing and
     returns another stub, an opaque handle the Python call path can keep and pass back (plan info,
-    a MoE runner object) whose own methods do nothing either."""
+    a MoE runner object) whose own methods do nothing either. Read as a number (a workspace size
+    query, compared with a size) a stub is 0."""
 
     def __getattr__(self, name: str) -> Callable[..., StubModule]:
         if name.startswith("__"):
@@ -215,6 +216,21 @@ class StubModule:
 
     def __getitem__(self, key: Any) -> Callable[..., StubModule]:
         return lambda *args, **kwargs: StubModule()
+
+    def __index__(self) -> int:
+        return 0
+
+    def __lt__(self, other: int) -> bool:
+        return 0 < other
+
+    def __le__(self, other: int) -> bool:
+        return 0 <= other
+
+    def __gt__(self, other: int) -> bool:
+        return 0 > other
+
+    def __ge__(self, other: int) -> bool:
+        return 0 >= other
 
 
 @dataclass

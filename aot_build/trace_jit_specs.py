@@ -8,6 +8,12 @@ process, as a fresh inference engine would, so FlashInfer's module caches start 
 manifest is the de-duplicated union; `--verify` re-creates each of its modules with upstream's
 manifest loader (flashinfer.aot.gen_manifest_modules), which checks every name.
 
+A second pass per workload runs with CuTe DSL importable, as users install FlashInfer, and the DSL
+targeting the device (`CUTE_DSL_ARCH`): it records the key of every CuTe-DSL kernel the call path
+asks for through `flashinfer.cute_dsl.kernel_cache` (what `make wheel` exports ahead of time) and,
+as `cute_dsl_not_exported`, every other `cute.compile` call, which would compile at run time.
+`--cute-dsl-only` runs that pass alone (a trace for an arch whose nvcc modules are not wanted).
+
     python aot_build/trace_jit_specs.py --tree build/tree \
         --trace aot_build/traces/sm121.json --manifest aot_build/manifests/sm121_decode.json
     python aot_build/trace_jit_specs.py --tree build/tree --verify aot_build/manifests/sm121_decode.json
@@ -52,7 +58,14 @@ class DeviceModel:
 DEVICES = {
     "12.1": DeviceModel((12, 1), "NVIDIA GB10", 48, 101376, 128 * 2**30),
     "12.0": DeviceModel((12, 0), "NVIDIA RTX PRO 6000 Blackwell", 188, 101376, 96 * 2**30),
+    "9.0": DeviceModel((9, 0), "NVIDIA H200", 132, 232448, 141 * 2**30),
 }
+
+
+def dsl_arch(arch: str) -> str:
+    """CuTe DSL's name of a DEVICES arch: 12.1 -> sm_121a."""
+    major, minor = DEVICES[arch].capability
+    return f"sm_{major}{minor}a"
 
 
 class FakeDevice:
@@ -356,11 +369,41 @@ def _jit_spec_classes(base: type) -> list[type]:
     return [cls for cls in found if "__init__" in vars(cls)]
 
 
-def run_workload(tree: Path, name: str, arch: str) -> dict[str, Any]:
+@dataclass
+class CuteDslRecorder:
+    """Records each CuTe-DSL kernel a call path asks for: through `kernel_cache` its key (the
+    kernel itself is not compiled: a stub stands in), and any other `cute.compile` by the API and
+    the compiled object's name."""
+
+    api: str = ""
+    keys: list[dict[str, Any]] = field(default_factory=list)
+    uncached: list[dict[str, str]] = field(default_factory=list)
+
+    def install(self) -> None:
+        import cutlass.cute as cute
+        from flashinfer.cute_dsl import kernel_cache
+
+        recorder = self
+
+        def resolve(cache: Any, *args: Any, **kwargs: Any) -> Callable[..., None]:
+            recorder.keys.append(cache.key(*args, **kwargs).as_json() | {"api": recorder.api})
+            return lambda *args, **kwargs: None
+
+        def compile_(function: Any, *args: Any, **kwargs: Any) -> Callable[..., None]:
+            name = getattr(function, "__qualname__", type(function).__qualname__)
+            recorder.uncached.append({"api": recorder.api, "compiled": name})
+            return lambda *args, **kwargs: None
+
+        kernel_cache.ExportedKernelCache._resolve = resolve  # type: ignore[method-assign]
+        cute.compile = compile_
+
+
+def run_workload(tree: Path, name: str, arch: str, cute_dsl: bool = False) -> dict[str, Any]:
     device = FakeDevice(DEVICES[arch])
-    # Trace the default install, without the optional CuTe DSL (its kernels compile at run time and
-    # are not in the AOT set); the project venv has it only to compile-check SM12x kernels.
-    sys.modules["cutlass"] = None  # type: ignore[assignment]  # find_spec("cutlass") -> None
+    if not cute_dsl:
+        # The nvcc pass traces the install without the optional CuTe DSL, so that every norm call
+        # takes FlashInfer's CUDA path and its module (the DSL kernels' fallback) is in the AOT set.
+        sys.modules["cutlass"] = None  # type: ignore[assignment]  # find_spec("cutlass") -> None
     import flashinfer
     from flashinfer.jit import core
 
@@ -370,12 +413,26 @@ def run_workload(tree: Path, name: str, arch: str) -> dict[str, Any]:
     targets = sorted(f"{major}.{minor}" for major, minor in archs)
     recorder = SpecRecorder(Path(flashinfer.__file__).parent)
     recorder.install()
+    dsl = CuteDslRecorder()
+    if cute_dsl:
+        dsl.install()
     workload = importlib.import_module(f"workloads.{name}")
+    not_run: dict[str, str] = {}
     with device.active():
         for step in workload.steps():
-            recorder.api = step.api
-            step.run()
+            recorder.api = dsl.api = step.api
+            try:
+                step.run()
+            except Exception as err:
+                # the workloads are SM12x call paths; traced for another arch (an H200 run of the
+                # CuTe-DSL norms) a step FlashInfer rejects there is listed with its error, not dropped
+                if not cute_dsl or DEVICES[arch].capability[0] == 12:
+                    raise
+                not_run.setdefault(step.api, f"{type(err).__name__}: {str(err)[:200]}")
     sys.setprofile(None)
+    if cute_dsl:
+        return {"cute_dsl": list({json.dumps(k, sort_keys=True): k for k in dsl.keys}.values()),
+                "cute_dsl_not_exported": dsl.uncached, "steps_not_supported": not_run}
     from flashinfer.cute_dsl.availability import is_cute_dsl_available
 
     return {
@@ -398,7 +455,7 @@ def verify_manifest(tree: Path, manifest: Path, arch: str) -> list[str]:
 
 
 def _in_fresh_process(tree: Path, arch: str, *args: str) -> Any:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tree), str(HERE)]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tree), str(HERE)]), CUTE_DSL_ARCH=dsl_arch(arch))
     with tempfile.TemporaryDirectory(prefix="flashinfer-trace-") as workspace:
         env["FLASHINFER_WORKSPACE_BASE"] = workspace  # generated sources and caches stay out of $HOME
         proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--tree", str(tree),
@@ -408,20 +465,31 @@ def _in_fresh_process(tree: Path, arch: str, *args: str) -> Any:
     return json.loads(proc.stdout.splitlines()[-1])
 
 
-def trace(tree: Path, arch: str) -> dict[str, Any]:
+def trace(tree: Path, arch: str, cute_dsl_only: bool = False) -> dict[str, Any]:
     from workloads import WORKLOADS
 
-    results = {name: _in_fresh_process(tree, arch, "--worker", name) for name in WORKLOADS}
-    first = next(iter(results.values()))
-    return {
-        "description": "FlashInfer JitSpecs requested per workload, in first-use order "
-                       "(aot_build/trace_jit_specs.py; see aot_build/README.md).",
+    traced: dict[str, Any] = {
+        "description": "FlashInfer JitSpecs and CuTe-DSL kernel keys requested per workload, in "
+                       "first-use order (aot_build/trace_jit_specs.py; see aot_build/README.md).",
         "compute_capability": list(DEVICES[arch].capability),
-        "targets": first["targets"],
-        "flashinfer": first["flashinfer"],
-        "cute_dsl_available": first["cute_dsl_available"],
-        "workloads": {name: r["specs"] for name, r in results.items()},
-        "not_aot": {name: r["not_aot"] for name, r in results.items() if r["not_aot"]},
+    }
+    if not cute_dsl_only:
+        results = {name: _in_fresh_process(tree, arch, "--worker", name) for name in WORKLOADS}
+        first = next(iter(results.values()))
+        traced |= {
+            "targets": first["targets"],
+            "flashinfer": first["flashinfer"],
+            "cute_dsl_available": first["cute_dsl_available"],
+            "workloads": {name: r["specs"] for name, r in results.items()},
+            "not_aot": {name: r["not_aot"] for name, r in results.items() if r["not_aot"]},
+        }
+    dsl = {name: _in_fresh_process(tree, arch, "--cute-dsl-worker", name) for name in WORKLOADS}
+    return traced | {
+        "cute_dsl": {name: r["cute_dsl"] for name, r in dsl.items()},
+        "cute_dsl_not_exported": {name: r["cute_dsl_not_exported"] for name, r in dsl.items()
+                                  if r["cute_dsl_not_exported"]},
+        "steps_not_supported": {name: r["steps_not_supported"] for name, r in dsl.items()
+                                if r["steps_not_supported"]},
     }
 
 
@@ -429,7 +497,7 @@ def manifest_from_trace(traced: dict[str, Any], trace_path: str | None) -> dict[
     """The de-duplicated union of the workloads' specs, in first-use order; `trace` (relative to
     the project root) makes `make wheel` check the wheel against the trace."""
     modules: dict[str, dict[str, Any]] = {}
-    for specs in traced["workloads"].values():
+    for specs in traced.get("workloads", {}).values():
         for spec in specs:
             entry = {"name": spec["name"], "generator": spec["generator"], "args": spec["args"]}
             if modules.setdefault(spec["name"], entry) != entry:
@@ -437,7 +505,9 @@ def manifest_from_trace(traced: dict[str, Any], trace_path: str | None) -> dict[
     manifest: dict[str, Any] = {"description": MANIFEST_DESCRIPTION}
     if trace_path:
         manifest["trace"] = trace_path
-    return manifest | {"modules": list(modules.values())}
+    kernels = {json.dumps(entry, sort_keys=True): entry for keys in traced["cute_dsl"].values()
+               for entry in ({"getter": k["getter"], "args": k["args"]} for k in keys)}
+    return manifest | {"modules": list(modules.values()), "cute_dsl": list(kernels.values())}
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -452,27 +522,40 @@ def main() -> None:
     parser.add_argument("--trace", type=Path, help="write the per-workload trace here")
     parser.add_argument("--manifest", type=Path, help="write the union as an AOT manifest here")
     parser.add_argument("--verify", type=Path, help="re-create every module of this manifest")
+    parser.add_argument("--cute-dsl-only", type=Path, metavar="MODULES_FROM",
+                        help="only the CuTe-DSL pass; the manifest's nvcc modules are those of MODULES_FROM")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--cute-dsl-worker", help=argparse.SUPPRESS)
     parser.add_argument("--verify-worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     tree = args.tree.resolve()
     sys.path[:0] = [str(tree), str(HERE)]
     if args.worker:
         print(json.dumps(run_workload(tree, args.worker, args.arch)))
+    elif args.cute_dsl_worker:
+        print(json.dumps(run_workload(tree, args.cute_dsl_worker, args.arch, cute_dsl=True)))
     elif args.verify_worker:
         print(json.dumps(verify_manifest(tree, args.verify_worker, args.arch)))
     elif args.verify:
         print(json.dumps(_in_fresh_process(tree, args.arch, "--verify-worker", str(args.verify.resolve()))))
     else:
         started = time.monotonic()
-        traced = trace(tree, args.arch)
+        traced = trace(tree, args.arch, args.cute_dsl_only is not None)
         if args.trace:
             write_json(args.trace, traced)
         if args.manifest:
             trace_path = os.path.relpath(args.trace.resolve(), PROJECT) if args.trace else None
-            write_json(args.manifest, manifest_from_trace(traced, trace_path))
-        print(json.dumps({name: [s["name"] for s in specs] for name, specs in traced["workloads"].items()},
-                         indent=2))
+            manifest = manifest_from_trace(traced, trace_path)
+            if args.cute_dsl_only:
+                manifest |= {
+                    "description": f"The CuTe-DSL kernels the traced call paths reach on {DEVICES[args.arch].name} "
+                                   f"({args.arch}; aot_build/trace_jit_specs.py --cute-dsl-only) and the nvcc "
+                                   f"modules of {args.cute_dsl_only.name}.",
+                    "modules": json.loads(args.cute_dsl_only.read_text())["modules"]}
+            write_json(args.manifest, manifest)
+        summary = {name: [s["name"] for s in specs] for name, specs in traced.get("workloads", {}).items()}
+        summary |= {f"{name} (CuTe DSL)": [k["api"] for k in keys] for name, keys in traced["cute_dsl"].items()}
+        print(json.dumps(summary, indent=2))
         print(f"traced in {time.monotonic() - started:.1f} s", file=sys.stderr)
 
 

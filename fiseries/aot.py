@@ -8,6 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from . import cute_dsl
 from .cuda import (archs_in, cuda_arch_names, find_cuobjdump, resource_usage, resources_in, run_logged,
                    sass_matches)
 from .errors import SeriesError
@@ -98,7 +99,9 @@ def inspect_aot_modules(out: Path, names: list[str], archs: list[str], arch: str
 
 
 def build_aot_wheel(layout: Layout, version: str, archs: list[str], modules_dir: Path,
-                    modules: list[dict[str, object]], dist: Path, arch: str) -> Path:
+                    modules: list[dict[str, object]], dist: Path, arch: str, cute_dsl_dir: Path) -> Path:
+    """The jit-cache wheel: the modules (`<name>/<name>.so`) and the exported CuTe-DSL kernels
+    (`cute_dsl/<arch>/`) under flashinfer_jit_cache/jit_cache/."""
     package = layout.lock.root / "aot_build" / "package" / "flashinfer_jit_cache"
     manifest = {"version": version, "upstream_commit": layout.lock.main.revision,
                 "cuda_architectures": cuda_arch_names(archs),
@@ -107,5 +110,6 @@ def build_aot_wheel(layout: Layout, version: str, archs: list[str], modules_dir:
              "flashinfer_jit_cache/jit_cache/manifest.json": (json.dumps(manifest, indent=2) + "\n").encode()}
     for so in sorted(modules_dir.rglob("*.so")):
         files[f"flashinfer_jit_cache/jit_cache/{so.relative_to(modules_dir)}"] = so.read_bytes()
+    files |= cute_dsl.wheel_files(cute_dsl_dir, "flashinfer_jit_cache/jit_cache/")
     tag = f"py3-none-linux_{arch}"
     return write_wheel(dist, "flashinfer-jit-cache", version, tag, files)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -100,6 +101,36 @@ def sass_opcodes(so: Path, workdir: Path) -> dict[str, int]:
         for opcode in re.findall(r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]+)", text, re.M):
             counts[opcode] = counts.get(opcode, 0) + 1
     return counts
+
+
+EM_CUDA = 190  # ELF e_machine of a cubin
+
+
+def embedded_cubins(obj: Path) -> list[bytes]:
+    """The cubins inside a host object file (a CuTe-DSL `export_to_c` object holds its cubin as a plain
+    byte array, which cuobjdump does not look into): each little-endian ELF64 image after the object's
+    own header whose machine is CUDA, cut at the end of its last header table or section."""
+    data = obj.read_bytes()
+    cubins = []
+    start = data.find(b"\x7fELF", 1)
+    while start != -1:
+        (machine,) = struct.unpack_from("<H", data, start + 18)
+        if machine == EM_CUDA:
+            phoff, shoff = struct.unpack_from("<QQ", data, start + 0x20)
+            phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", data, start + 0x36)
+            end = max(phoff + phentsize * phnum, shoff + shentsize * shnum)
+            for index in range(shnum):
+                header = start + shoff + index * shentsize
+                (kind,) = struct.unpack_from("<I", data, header + 4)
+                offset, size = struct.unpack_from("<QQ", data, header + 0x18)
+                if kind != 8:  # SHT_NOBITS occupies no bytes in the file
+                    end = max(end, offset + size)
+            cubins.append(data[start:start + end])
+            start += end
+        else:
+            start += 4
+        start = data.find(b"\x7fELF", start)
+    return cubins
 
 
 def nvidia_cu13_dir() -> Path:

@@ -115,6 +115,7 @@ def _series_tests(moe: str | None) -> list[Step]:
         ("series-sm12x-small-m-moe", f"{OVERRIDES}/sm12x_tiles/test_sm12x_small_m_moe.py", True),
         ("series-sm12x-act-granularity", f"{OVERRIDES}/moe/test_sm12x_mxfp8_act_granularity.py", True),
         ("series-mm-fp4-workspace", f"{OVERRIDES}/gemm/test_mm_fp4_sm120_workspace.py", True),
+        ("series-cute-dsl-kernel-cache", f"{OVERRIDES}/utils/test_cute_dsl_kernel_cache.py", False),
     ]
     steps = [Step(step_id, "series-test", "patched", (path,), sm12x_runtime=runtime)
              for step_id, path, runtime in tests]
@@ -146,6 +147,7 @@ def _upstream_tests(sm12x: bool, moe: str | None) -> list[Step]:
 
 def _benchmarks(sm12x: bool, moe: str | None) -> list[Step]:
     overhead = "{state}/results/bench-moe-call-overhead-%s/moe_call_overhead.json"
+    first_call = "{state}/results/bench-cute-dsl-first-call-%s/cute_dsl_first_call.json"
     return [
         Step("bench-norm-quant", "bench", "patched",
              ("bench/bench_norm_quant_fused.py", "--eager", "--series-json", "{series_json}", "--out", "{results}")),
@@ -159,6 +161,12 @@ def _benchmarks(sm12x: bool, moe: str | None) -> list[Step]:
               "{state}/results/bench-norm-quant-cuda-fallback/bench_norm_quant_fused.json")),
         Step("bench-aot-first-call", "bench", "patched",
              ("bench/aot_first_call.py", "--site", "{site}", "--aot-wheel", "{aot_wheel}", "--out", "{results}")),
+        *(Step(f"bench-cute-dsl-first-call-{site}", "bench", site,
+               ("bench/bench_cute_dsl_first_call.py", "--site", site, "--out", "{results}"))
+          for site in ("pristine", "patched")),
+        Step("bench-cute-dsl-first-call-summary", "bench", "patched",
+             ("bench/bench_cute_dsl_first_call.py", "--summarize", first_call % "pristine", first_call % "patched",
+              "--out", "{results}")),
         Step("bench-sm12x-moe-decode", "bench", "patched",
              ("bench/bench_sm12x_moe_decode.py", "--out", "{results}"),
              not_run=None if sm12x else SM12X_ONLY),

@@ -15,6 +15,7 @@ from pathlib import Path
 from .aot import build_aot_modules, build_aot_wheel
 from .coverage import require_coverage
 from .cuda import run_logged
+from .cute_dsl import export_kernels
 from .layout import Layout
 from .series import read_series
 from .toolchain import check_host_arch
@@ -85,9 +86,13 @@ def build_wheels(layout: Layout, archs: list[str], manifest: Path, dist: Path, h
     started = time.monotonic()
     modules = build_aot_modules(layout, stage, archs, manifest, modules_dir, arch)
     aot_seconds = round(time.monotonic() - started, 1)
-    aot = build_aot_wheel(layout, version, archs, modules_dir, modules, dist, arch)
+    cute_dsl_dir = layout.build / "aot" / "cute_dsl"
+    kernels = export_kernels(layout, stage, archs, manifest, cute_dsl_dir, arch)
+    aot = build_aot_wheel(layout, version, archs, modules_dir, modules, dist, arch, cute_dsl_dir)
     trace = json.loads(manifest.read_text()).get("trace")
-    coverage = require_coverage(aot, layout.lock.root / trace, archs) if trace else []
+    not_exported = kernels.get("not_exported")
+    coverage = require_coverage(aot, layout.lock.root / trace, archs,
+                                str(not_exported) if not_exported else None) if trace else []
     record = {
         "version": version,
         "upstream": {"name": layout.lock.main.name, "version": layout.lock.main.version,
@@ -100,6 +105,7 @@ def build_wheels(layout: Layout, archs: list[str], manifest: Path, dist: Path, h
         "aot_manifest": manifest.name,
         "aot_build": {"wall_seconds": aot_seconds, "jobs": int(os.environ.get("MAX_JOBS", os.cpu_count() or 1))},
         "modules": modules,
+        "cute_dsl": kernels,
         "coverage": coverage,
         "wheels": {w.name: hashlib.sha256(w.read_bytes()).hexdigest() for w in (patched, aot)},
     }

@@ -181,9 +181,15 @@ def checked() -> str:
 
 @pytest.fixture(scope="session")
 def wheels(checked: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """`make wheel` for 12.1a into a temporary dist/ (real sm_121a compiles of the default AOT set)."""
+    """`make wheel` for 12.1a into a temporary dist/: real sm_121a compiles of the default AOT set and the
+    CuTe-DSL kernels of the traced SM121 manifest (sm121_decode.json's `cute_dsl` part)."""
     dist = tmp_path_factory.mktemp("dist")
-    fiseries("wheel", "--archs", "12.1a", "--manifest", "aot_build/manifests/default.json", "--dist", str(dist))
+    manifests = ROOT / "aot_build" / "manifests"
+    manifest_path = dist.parent / "wheel-manifest.json"
+    manifest_path.write_text(json.dumps(
+        json.loads((manifests / "default.json").read_text())
+        | {"cute_dsl": json.loads((manifests / "sm121_decode.json").read_text())["cute_dsl"]}))
+    fiseries("wheel", "--archs", "12.1a", "--manifest", str(manifest_path), "--dist", str(dist))
     manifest = json.loads((dist / "manifest.json").read_text())
     return {"dist": dist, "manifest": manifest}
 

@@ -1,6 +1,7 @@
 """The traced SM121 AOT manifest (aot_build/trace_jit_specs.py), re-traced on CPU from the applied tree
-(about 20 s): the committed trace is what the workloads request now, the manifest is its union, and
-every manifest entry's generator(**args) re-creates a module of that name.
+(about 40 s): the committed trace is what the workloads request now (nvcc modules and CuTe-DSL kernel
+keys), the manifest is its union, and every manifest entry's generator(**args) re-creates a module of
+that name; the H200 measurement manifest's CuTe-DSL part is a current 9.0 trace.
 
 AOT_TRACE_TREE=<path> traces a copy of the applied tree instead of build/tree (no `checked` then)."""
 
@@ -21,6 +22,8 @@ pytestmark = pytest.mark.upstream
 TRACER = ROOT / "aot_build" / "trace_jit_specs.py"
 TRACE = ROOT / "aot_build" / "traces" / "sm121.json"
 MANIFEST = ROOT / "aot_build" / "manifests" / "sm121_decode.json"
+H200_TRACE = ROOT / "aot_build" / "traces" / "sm90_cute_dsl.json"
+H200_MANIFEST = ROOT / "aot_build" / "manifests" / "h200_norm_cute_dsl.json"
 
 
 def _tracer(tree: Path, *args: str | Path) -> str:
@@ -60,6 +63,32 @@ def test_manifest_is_the_traced_union(traced: tuple[dict, dict]) -> None:
     assert [module["name"] for module in committed["modules"]] == union
     assert committed["modules"] == manifest["modules"]
     assert committed["trace"] == str(TRACE.relative_to(ROOT))
+    assert committed["cute_dsl"] == manifest["cute_dsl"]
+    keys = [{"getter": k["getter"], "args": k["args"]} for ks in trace["cute_dsl"].values() for k in ks]
+    assert committed["cute_dsl"] == list({json.dumps(k, sort_keys=True): k for k in keys}.values())
+
+
+def test_sm121_cute_dsl_kernels_all_go_through_the_kernel_cache(traced: tuple[dict, dict]) -> None:
+    """Every CuTe-DSL kernel the SM121 call paths compile is one `make wheel` can export (none calls
+    cute.compile outside flashinfer.cute_dsl.kernel_cache), every step runs, and each workload reaches
+    its norms: gpt-oss RMSNorm (+ residual) at 2880, Qwen3-Next Gemma norms at 2048 and its q/k norm."""
+    trace, _ = traced
+    assert trace["cute_dsl_not_exported"] == {} and trace["steps_not_supported"] == {}
+    apis = {name: [k["api"] for k in keys] for name, keys in trace["cute_dsl"].items()}
+    assert apis == {"gpt_oss_120b": ["flashinfer.rmsnorm", "flashinfer.fused_add_rmsnorm"],
+                    "qwen3_next_nvfp4": ["flashinfer.gemma_rmsnorm", "flashinfer.gemma_fused_add_rmsnorm",
+                                         "flashinfer.gemma_rmsnorm (q/k-norm over heads)"]}
+    assert {k["arch"] for keys in trace["cute_dsl"].values() for k in keys} == {"sm_121a"}
+
+
+def test_h200_cute_dsl_manifest_is_current(tree: Path, tmp_path: Path) -> None:
+    _tracer(tree, "--arch", "9.0", "--cute-dsl-only", ROOT / "aot_build/manifests/default.json",
+            "--trace", tmp_path / "trace.json", "--manifest", tmp_path / "manifest.json")
+    assert json.loads((tmp_path / "trace.json").read_text()) == json.loads(H200_TRACE.read_text())
+    committed = json.loads(H200_MANIFEST.read_text())
+    fresh = json.loads((tmp_path / "manifest.json").read_text())
+    assert committed == fresh | {"trace": str(H200_TRACE.relative_to(ROOT))}
+    assert committed["modules"] == json.loads((ROOT / "aot_build/manifests/default.json").read_text())["modules"]
 
 
 def test_manifest_generators_recreate_their_modules(tree: Path) -> None:

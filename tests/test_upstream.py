@@ -19,6 +19,7 @@ from fiseries.layout import Layout
 from fiseries.coverage import check_coverage
 from fiseries.upstream import submodule_populated
 from fiseries.cuda import elf_archs, find_cuobjdump
+from fiseries.cute_dsl import check_object, key_of
 from fiseries.toolchain import aot_build_env
 from fiseries.wheel import patch_count
 
@@ -91,6 +92,24 @@ def test_aot_wheel_has_sm121a_sass_and_metadata(wheels: dict, tmp_path: Path) ->
     assert elf_archs(Path(so), find_cuobjdump()) == {"sm_121a"}
 
 
+def test_aot_wheel_holds_the_traced_cute_dsl_kernels(wheels: dict, tmp_path: Path) -> None:
+    """Each traced CuTe-DSL kernel exported for sm_121a as a GB10 reports itself: an x86_64 object with one
+    sm_121a cubin (checked by `make wheel`, and here again) and its key beside it."""
+    traced = json.loads((ROOT / "aot_build/traces/sm121.json").read_text())["cute_dsl"]
+    wanted = {key_of(k) for keys in traced.values() for k in keys}
+    (aot,) = wheels["dist"].glob("flashinfer_jit_cache-*.whl")
+    with zipfile.ZipFile(aot) as zf:
+        names = [n for n in zf.namelist() if "/jit_cache/cute_dsl/" in n]
+        keys = {key_of(json.loads(zf.read(n))) for n in names if n.endswith(".json")}
+        objects = [Path(zf.extract(n, tmp_path)) for n in names if n.endswith(".o")]
+    assert keys == wanted and len(objects) == len(wanted) == 5
+    for obj in objects:
+        assert obj.parent.name == "sm_121a"
+        check_object(obj, "sm_121a", "x86_64", find_cuobjdump(), tmp_path)
+    recorded = wheels["manifest"]["cute_dsl"]["kernels"]
+    assert {key_of(k) for k in recorded} == wanted and all(k["cutlass_dsl"] for k in recorded)
+
+
 LOOKUP = """
 import os, shutil
 assert shutil.which("nvcc") is None, "nvcc must not be reachable in this check"
@@ -116,6 +135,37 @@ def test_loader_finds_the_aot_module_without_jit(wheels: dict, tmp_path: Path) -
     is_aot, path, cache_dir = proc.stdout.split()
     assert is_aot == "True"
     assert path == f"{cache_dir}/norm/norm.so" and Path(path).is_file()
+
+
+# A fresh process that sees one GB10 (as the tracer's model reports it) asks for the traced RMSNorm kernel.
+CUTE_DSL_LOOKUP = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from trace_jit_specs import DEVICES, FakeDevice
+FakeDevice(DEVICES["12.1"])
+import cutlass.cute as cute
+cute.compile = None  # any compile fails the check
+from flashinfer.cute_dsl import kernel_cache
+from flashinfer.norm.kernels.rmsnorm import _get_compiled_rmsnorm_kernel
+kernel = _get_compiled_rmsnorm_kernel("bfloat16", 2880, 0.0, True, 121)
+print(json.dumps({"stats": dict(kernel_cache.stats), "dirs": [str(d) for d in kernel_cache.search_dirs()]}))
+"""
+
+
+@pytest.mark.compile
+def test_kernel_cache_finds_the_wheels_cute_dsl_kernel(wheels: dict, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    for wheel in wheels["dist"].glob("*.whl"):
+        with zipfile.ZipFile(wheel) as zf:
+            zf.extractall(site)
+    env = dict(os.environ, PYTHONPATH=str(site), CUTE_DSL_ARCH="sm_121a",
+               FLASHINFER_WORKSPACE_BASE=str(tmp_path / "ws"))
+    proc = subprocess.run([sys.executable, "-c", CUTE_DSL_LOOKUP, str(ROOT / "aot_build")], capture_output=True,
+                          text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["stats"] == {"loaded": 1}
+    assert str(site / "flashinfer_jit_cache/jit_cache/cute_dsl") in result["dirs"]
 
 
 @pytest.mark.compile
@@ -146,6 +196,24 @@ def test_coverage_checker(wheels: dict, tmp_path: Path) -> None:
     assert any("sampling" in line and "runtime JIT" in line for line in result.lines())
     wrong = check_coverage(aot, trace, ["12.0a"])
     assert wrong.wrong_archs == {"norm": ["sm_121a"], "norm_quant": ["sm_121a"]}
+
+
+@pytest.mark.compile
+def test_coverage_checker_cute_dsl_kernels(wheels: dict, tmp_path: Path) -> None:
+    (aot,) = wheels["dist"].glob("flashinfer_jit_cache-*.whl")
+    traced = json.loads((ROOT / "aot_build/traces/sm121.json").read_text())["cute_dsl"]
+    other = dict(traced["gpt_oss_120b"][0], api="flashinfer.rmsnorm (H 4096)")
+    other["args"] = dict(other["args"], H=4096)
+    trace = tmp_path / "trace.json"
+    trace.write_text(json.dumps({"workloads": {}, "cute_dsl": traced}))
+    covered = check_coverage(aot, trace, ["12.1a"])
+    assert covered.ok and covered.kernels_covered == 5 and not covered.missing_kernels
+    trace.write_text(json.dumps({"workloads": {}, "cute_dsl": {"wide": [other], **traced}}))
+    missing = check_coverage(aot, trace, ["12.1a"])
+    assert not missing.ok and missing.missing_kernels == {"wide": ["flashinfer.rmsnorm (H 4096)"]}
+    assert any("compiled at first call" in line for line in missing.lines())
+    cross = check_coverage(aot, trace, ["12.1a"], kernels_not_exported="a cross build")
+    assert cross.ok and any("(a cross build)" in line for line in cross.lines())
 
 
 @pytest.mark.compile

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from .cuda import archs_in, embedded_cubins, find_cuobjdump, resource_usage, run_logged
+from .cuda import embedded_cubins, find_cuobjdump, run_logged
 from .errors import SeriesError
 from .layout import Layout
 from .toolchain import ELF_MACHINE, elf_machine
@@ -59,8 +60,8 @@ def export_kernels(layout: Layout, stage: Path, archs: list[str], manifest: Path
     return {"kernels": exported}
 
 
-def check_object(obj: Path, sass: str, host: str, cuobjdump: str, work: Path) -> None:
-    """An exported kernel is a `host` object holding one cubin of exactly the `sass` target."""
+def check_object(obj: Path, target: str, host: str, cuobjdump: str, work: Path) -> None:
+    """An exported kernel is a `host` object holding one cubin of exactly the `target` SASS."""
     if elf_machine(obj) != ELF_MACHINE[host]:
         raise SeriesError(f"{obj.name} is not a {host} object (ELF e_machine {elf_machine(obj)})")
     cubins = embedded_cubins(obj)
@@ -68,10 +69,11 @@ def check_object(obj: Path, sass: str, host: str, cuobjdump: str, work: Path) ->
         raise SeriesError(f"{obj.name} holds {len(cubins)} cubins, expected 1")
     cubin = work / f"{obj.stem}.cubin"
     cubin.write_bytes(cubins[0])
-    found = archs_in(resource_usage(cubin, cuobjdump))
+    sass = run_logged([cuobjdump, "--dump-sass", str(cubin)], dict(os.environ), f"cuobjdump --dump-sass {cubin}")
     cubin.unlink()
-    if found != {sass}:
-        raise SeriesError(f"{obj.name} holds SASS for {sorted(found)}, expected exactly {sass}")
+    found = set(re.findall(r"^\s*code for (sm_\w+)", sass, re.M))
+    if found != {target}:
+        raise SeriesError(f"{obj.name} holds SASS for {sorted(found)}, expected exactly {target}")
 
 
 def wheel_files(out: Path, prefix: str) -> dict[str, bytes]:

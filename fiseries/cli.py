@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 from pathlib import Path
@@ -78,8 +79,11 @@ def cmd_pr(layout: Layout, args: argparse.Namespace) -> list[str]:
 def cmd_wheel(layout: Layout, args: argparse.Namespace) -> list[str]:
     cmd_apply(layout, args)
     wheels = build_wheels(layout, args.archs.split(), args.manifest, args.dist, args.host_arch)
+    kernels = json.loads(wheels.manifest.read_text())["cute_dsl"]
+    exported = f"{len(kernels['kernels'])} exported" + (f"; {kernels['wanted']} {kernels['not_exported']}"
+                                                          if "not_exported" in kernels else "")
     return [f"patched wheel: {wheels.patched}", f"AOT wheel:     {wheels.aot}",
-            f"manifest:      {wheels.manifest}"]
+            f"CuTe DSL:      {exported}", f"manifest:      {wheels.manifest}"]
 
 
 def cmd_coverage(layout: Layout, args: argparse.Namespace) -> list[str]:

@@ -137,17 +137,20 @@ def test_loader_finds_the_aot_module_without_jit(wheels: dict, tmp_path: Path) -
     assert path == f"{cache_dir}/norm/norm.so" and Path(path).is_file()
 
 
-# A fresh process that sees one GB10 (as the tracer's model reports it) asks for the traced RMSNorm kernel.
+# A fresh process that sees one GB10 (as the tracer's model reports it) asks for every traced CuTe-DSL kernel.
 CUTE_DSL_LOOKUP = """
-import json, sys
+import importlib, json, sys
+from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from trace_jit_specs import DEVICES, FakeDevice
 FakeDevice(DEVICES["12.1"])
 import cutlass.cute as cute
 cute.compile = None  # any compile fails the check
 from flashinfer.cute_dsl import kernel_cache
-from flashinfer.norm.kernels.rmsnorm import _get_compiled_rmsnorm_kernel
-kernel = _get_compiled_rmsnorm_kernel("bfloat16", 2880, 0.0, True, 121)
+for keys in json.loads(Path(sys.argv[2]).read_text())["cute_dsl"].values():
+    for key in keys:
+        module, _, name = key["getter"].rpartition(".")
+        getattr(importlib.import_module(module), name)(**key["args"])
 print(json.dumps({"stats": dict(kernel_cache.stats), "dirs": [str(d) for d in kernel_cache.search_dirs()]}))
 """
 
@@ -160,11 +163,12 @@ def test_kernel_cache_finds_the_wheels_cute_dsl_kernel(wheels: dict, tmp_path: P
             zf.extractall(site)
     env = dict(os.environ, PYTHONPATH=str(site), CUTE_DSL_ARCH="sm_121a",
                FLASHINFER_WORKSPACE_BASE=str(tmp_path / "ws"))
-    proc = subprocess.run([sys.executable, "-c", CUTE_DSL_LOOKUP, str(ROOT / "aot_build")], capture_output=True,
-                          text=True, env=env, cwd=tmp_path)
+    proc = subprocess.run([sys.executable, "-c", CUTE_DSL_LOOKUP, str(ROOT / "aot_build"),
+                           str(ROOT / "aot_build/traces/sm121.json")], capture_output=True, text=True, env=env,
+                          cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout.splitlines()[-1])
-    assert result["stats"] == {"loaded": 1}
+    assert result["stats"] == {"loaded": 5}
     assert str(site / "flashinfer_jit_cache/jit_cache/cute_dsl") in result["dirs"]
 
 

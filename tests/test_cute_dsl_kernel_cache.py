@@ -115,3 +115,15 @@ def test_other_dsl_version_is_refused_with_a_warning(exported: tuple[Path, dict]
     result = run_worker("load", copy)
     assert result["compiles"] == 1 and result["stats"] == {"refused": 1, "compiled": 1}
     assert "was exported with CuTe DSL 4.7.1" in result["stderr"]
+
+
+def test_an_object_that_does_not_load_is_refused_and_compiled(exported: tuple[Path, dict], tmp_path: Path) -> None:
+    directory, result = exported
+    obj = Path(result["object"])
+    copy = tmp_path / "cute_dsl" / "sm_121a"
+    copy.mkdir(parents=True)
+    (copy / obj.name).write_bytes(obj.read_bytes()[:4096])  # truncated
+    (copy / obj.with_suffix(".json").name).write_bytes(obj.with_suffix(".json").read_bytes())
+    result = run_worker("load", copy.parent)
+    assert result["compiles"] == 1 and result["stats"] == {"refused": 1, "compiled": 1}
+    assert f"{obj.stem}.o does not load" in result["stderr"]

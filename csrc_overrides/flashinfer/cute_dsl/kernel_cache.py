@@ -62,8 +62,8 @@ CACHE_SUBDIR = "cute_dsl"
 WRITE_ENV = "FLASHINFER_CUTE_DSL_CACHE_WRITE"
 
 #: What this process did per kernel: "compiled", "loaded" (an exported entry),
-#: "refused" (an entry exported by another DSL version).
-stats: Counter = Counter()
+#: "refused" (an entry of another DSL version, or one that does not load).
+stats: Counter[str] = Counter()
 
 
 def dsl_compile_arch() -> str:
@@ -139,29 +139,42 @@ def export_kernel(kernel: Any, key: KernelKey, directory: pathlib.Path) -> pathl
 
 def load_exported(key: KernelKey, dirs: Iterable[pathlib.Path]) -> Optional[Any]:
     """The exported kernel for ``key`` from the first directory that has it,
-    or None. Entries of another DSL version are refused with a warning."""
+    or None. An entry of another DSL version, or one that does not load, is
+    refused with a warning (the caller compiles)."""
     for directory in dirs:
         meta_path = directory / key.arch / f"{key.stem}.json"
         if not meta_path.is_file():
             continue
-        meta = json.loads(meta_path.read_text())
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as err:
+            _refuse(f"{meta_path} is unreadable ({err})")
+            continue
         if meta.get("cutlass_dsl") != cutlass.__version__:
-            stats["refused"] += 1
-            warnings.warn(
+            _refuse(
                 f"{meta_path} was exported with CuTe DSL {meta.get('cutlass_dsl')}; "
-                f"this process runs {cutlass.__version__}, so the kernel is compiled "
-                "instead (rebuild the exported kernels with this DSL version)",
-                stacklevel=3,
+                f"this process runs {cutlass.__version__} (rebuild the exported "
+                "kernels with this DSL version)"
             )
             continue
         if {k: meta.get(k) for k in key.as_json()} != key.as_json():
             continue  # a digest collision: not this kernel
-        module = cute.runtime.load_module(
-            str(meta_path.with_suffix(".o")), enable_tvm_ffi=True
-        )
+        try:
+            module = cute.runtime.load_module(
+                str(meta_path.with_suffix(".o")), enable_tvm_ffi=True
+            )
+            kernel = getattr(module, meta["symbol"])
+        except Exception as err:  # a truncated or foreign object file
+            _refuse(f"{meta_path.with_suffix('.o')} does not load ({err})")
+            continue
         stats["loaded"] += 1
-        return getattr(module, meta["symbol"])
+        return kernel
     return None
+
+
+def _refuse(why: str) -> None:
+    stats["refused"] += 1
+    warnings.warn(f"{why}: the kernel is compiled instead", stacklevel=4)
 
 
 class ExportedKernelCache:

@@ -63,8 +63,9 @@ def main() -> None:
     if args.worker:
         print(json.dumps(export_entries(args.manifest, args.out, args.arch)))
     else:
+        # one JSON line, last: what `make wheel` reads (fiseries.cute_dsl.export_kernels)
         print(json.dumps(export_in_fresh_process(args.tree.resolve(), args.manifest.resolve(),
-                                                 args.out.resolve(), args.arch), indent=1))
+                                                 args.out.resolve(), args.arch)))
 
 
 if __name__ == "__main__":

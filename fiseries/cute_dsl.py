@@ -53,7 +53,7 @@ def export_kernels(layout: Layout, stage: Path, archs: list[str], manifest: Path
             printed = run_logged([sys.executable, str(script), "--tree", str(stage), "--arch", device_arch(arch),
                                   "--manifest", str(manifest.resolve()), "--out", str(out.resolve())],
                                  env, f"exporting the CuTe-DSL kernels of {manifest.name} for {arch}")
-            for record in json.loads(printed[printed.index("["):]):
+            for record in json.loads(printed.splitlines()[-1]):
                 obj = out / str(record["object"])
                 check_object(obj, str(record["arch"]), host, cuobjdump, Path(home))
                 exported.append(record)

@@ -92,6 +92,7 @@ def test_aot_wheel_has_sm121a_sass_and_metadata(wheels: dict, tmp_path: Path) ->
     assert elf_archs(Path(so), find_cuobjdump()) == {"sm_121a"}
 
 
+@pytest.mark.compile
 def test_aot_wheel_holds_the_traced_cute_dsl_kernels(wheels: dict, tmp_path: Path) -> None:
     """Each traced CuTe-DSL kernel exported for sm_121a as a GB10 reports itself: an x86_64 object with one
     sm_121a cubin (checked by `make wheel`, and here again) and its key beside it."""

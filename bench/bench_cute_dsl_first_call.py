@@ -72,17 +72,16 @@ if not hide_dsl:
     try:
         from flashinfer.cute_dsl import kernel_cache
         result["kernel_cache"] = dict(kernel_cache.stats)
-        result["aot_dir"] = str(kernel_cache.search_dirs()[0])
     except ImportError:  # upstream as released
         pass
 print(json.dumps(result))
 """
 
 
-def run(mode: str, workspace: Path, write: bool) -> dict:
+def run(mode: str, workspace: Path) -> dict:
     env = dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(workspace))
-    env.pop("FLASHINFER_USE_CUDA_NORM", None)
-    env["FLASHINFER_CUTE_DSL_CACHE_WRITE"] = "1" if write else "0"
+    for name in ("FLASHINFER_USE_CUDA_NORM", "FLASHINFER_CUTE_DSL_CACHE_WRITE"):
+        env.pop(name, None)
     proc = subprocess.run([sys.executable, "-c", FIRST_CALLS, mode], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"first-call process ({mode}) failed:\n{proc.stderr[-4000:]}")
@@ -96,16 +95,16 @@ def median_first_calls(runs: list[dict]) -> dict[str, float]:
 def summarize(pristine: Path, patched: Path, out: Path) -> None:
     """Upstream's first call (a compile per kernel) next to the series' (the wheel's exported kernels)."""
     up, series = json.loads(pristine.read_text()), json.loads(patched.read_text())
-    up_s, series_s = up["first_call_median_s"]["compiled"], series["first_call_median_s"]["compiled"]
+    up_s, series_s = up["first_call_median_s"], series["first_call_median_s"]
     lines = [f"# First call of the traced CuTe-DSL norm kernels in a fresh process (median of {up['reps']} / "
              f"{series['reps']} processes)", "",
              "| op | upstream 0.7.4 (s) | series, kernels from the wheel (s) | upstream / series |",
              "|---|---:|---:|---:|"]
     for op, seconds in up_s.items():
         lines.append(f"| {op} | {seconds:.4f} | {series_s[op]:.4f} | {seconds / series_s[op]:.1f}x |")
-    lines += ["", f"`cute.compile` calls per process: upstream {up['compiles_per_process']['compiled']}, "
-              f"series {series['compiles_per_process']['compiled']}",
-              f"kernel cache per process (series): {[r.get('kernel_cache') for r in series['cases']['compiled']]}",
+    lines += ["", f"`cute.compile` calls per process: upstream {up['compiles_per_process']}, "
+              f"series {series['compiles_per_process']}",
+              f"kernel cache per process (series): {[r.get('kernel_cache') for r in series['runs']]}",
               "", "`import flashinfer` (s, median): " + "; ".join(
                   f"{site} {k} {v:.2f}" for site, r in (("upstream", up), ("series", series))
                   for k, v in r["import_median_s"].items())]
@@ -129,20 +128,19 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cute-dsl-first-call-") as tmp_name:
         tmp = Path(tmp_name)
-        cases = {"compiled": [run("dsl", tmp / f"first-{i}", write=False) for i in range(args.reps)]}
-        imports = {"with CuTe DSL": [r["import_s"] for r in cases["compiled"]],
-                   "without CuTe DSL": [run("hide-dsl", tmp / f"nodsl-{i}", write=False)["import_s"]
-                                        for i in range(args.reps)]}
-    result = {"site": args.site, "reps": args.reps, "cases": cases,
-              "first_call_median_s": {case: median_first_calls(runs) for case, runs in cases.items()},
-              "compiles_per_process": {case: [r["compiles"] for r in runs] for case, runs in cases.items()},
+        runs = [run("dsl", tmp / f"first-{i}") for i in range(args.reps)]
+        imports = {"with CuTe DSL": [r["import_s"] for r in runs],
+                   "without CuTe DSL": [run("hide-dsl", tmp / f"nodsl-{i}")["import_s"] for i in range(args.reps)]}
+    result = {"site": args.site, "reps": args.reps, "runs": runs,
+              "first_call_median_s": median_first_calls(runs),
+              "compiles_per_process": [r["compiles"] for r in runs],
               "import_median_s": {k: statistics.median(v) for k, v in imports.items()}}
     (args.out / "cute_dsl_first_call.json").write_text(json.dumps(result, indent=1) + "\n")
-    medians = result["first_call_median_s"]["compiled"]
+    medians = result["first_call_median_s"]
     lines = [f"# CuTe-DSL norm kernels, first call in a fresh process ({args.site} site, median of {args.reps})",
              "", "| op | first call (s) |", "|---|---:|"]
     lines += [f"| {op} | {seconds:.4f} |" for op, seconds in medians.items()]
-    lines += ["", f"cute.compile calls per process: {result['compiles_per_process']['compiled']}", "",
+    lines += ["", f"cute.compile calls per process: {result['compiles_per_process']}", "",
               "`import flashinfer` (s): " + ", ".join(f"{k} {v:.2f}" for k, v in result["import_median_s"].items())]
     (args.out / "cute_dsl_first_call.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -28,8 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 WORKER = """
-import importlib, json, sys, time
+import json, sys, time
 from pathlib import Path
+from export_cute_dsl import getter_of
 from trace_jit_specs import DEVICES, FakeDevice
 
 FakeDevice(DEVICES[sys.argv[2]])
@@ -39,8 +40,7 @@ case, exported = sys.argv[1], Path(sys.argv[4])
 kernel_cache.search_dirs = lambda: (exported,)
 seconds = []
 for entry in json.loads(Path(sys.argv[3]).read_text())["cute_dsl"]:
-    module, _, name = entry["getter"].rpartition(".")
-    getter = getattr(importlib.import_module(module), name)
+    getter = getter_of(entry)
     call = getter.__wrapped__ if case == "compile" else getter
     t = time.perf_counter()
     call(**entry["args"])

@@ -140,9 +140,10 @@ def test_loader_finds_the_aot_module_without_jit(wheels: dict, tmp_path: Path) -
 
 # A fresh process that sees one GB10 (as the tracer's model reports it) asks for every traced CuTe-DSL kernel.
 CUTE_DSL_LOOKUP = """
-import importlib, json, sys
+import json, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
+from export_cute_dsl import getter_of
 from trace_jit_specs import DEVICES, FakeDevice
 FakeDevice(DEVICES["12.1"])
 import cutlass.cute as cute
@@ -150,8 +151,7 @@ cute.compile = None  # any compile fails the check
 from flashinfer.cute_dsl import kernel_cache
 for keys in json.loads(Path(sys.argv[2]).read_text())["cute_dsl"].values():
     for key in keys:
-        module, _, name = key["getter"].rpartition(".")
-        getattr(importlib.import_module(module), name)(**key["args"])
+        getter_of(key)(**key["args"])
 print(json.dumps({"stats": dict(kernel_cache.stats), "dirs": [str(d) for d in kernel_cache.search_dirs()]}))
 """
 

@@ -2,7 +2,8 @@
 
 Every case is a fresh Python process with its own FlashInfer workspace, run in the install it is given
 (`make gpu-test` runs it in the pristine site and in the patched one). Per op the first call (compile or
-load + run + synchronize) is timed and every `cute.compile` counted.
+load + run + synchronize) is timed and every `cute.compile` counted; nvcc is the real one behind a logging
+wrapper (bench/aot_first_call.py), so any JIT build of a CUDA module is counted too.
 
   pristine: upstream 0.7.4 as installed (CuTe DSL included): each process compiles every kernel.
   patched:  the series' wheels, the jit-cache wheel built with the traced CuTe-DSL kernels exported
@@ -22,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from aot_first_call import fake_toolkit
 
 # The traced norm calls (aot_build/traces/sm90_cute_dsl.json): gpt-oss-120b at hidden 2880, Qwen3-Next's
 # Gemma norms at hidden 2048 and its q/k norm over heads of 256.
@@ -78,14 +81,20 @@ print(json.dumps(result))
 """
 
 
-def run(mode: str, workspace: Path) -> dict:
-    env = dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(workspace))
+def run(mode: str, workspace: Path, real_cuda: Path) -> dict:
+    """One fresh process in its own workspace, nvcc logged: its result line plus the nvcc compiles it ran."""
+    log = workspace / "nvcc.log"
+    cuda_home = fake_toolkit(workspace / "cuda", log, real_cuda)
+    env = dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(workspace), CUDA_HOME=str(cuda_home),
+               PATH=f"{cuda_home / 'bin'}:{os.environ['PATH']}")
     for name in ("FLASHINFER_USE_CUDA_NORM", "FLASHINFER_CUTE_DSL_CACHE_WRITE"):
         env.pop(name, None)
     proc = subprocess.run([sys.executable, "-c", FIRST_CALLS, mode], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"first-call process ({mode}) failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.splitlines()[-1])
+    invocations = log.read_text().splitlines() if log.exists() else []
+    nvcc_compiles = sum("--version" not in line for line in invocations)
+    return json.loads(proc.stdout.splitlines()[-1]) | {"nvcc_compiles": nvcc_compiles}
 
 
 def median_first_calls(runs: list[dict]) -> dict[str, float]:
@@ -104,6 +113,8 @@ def summarize(pristine: Path, patched: Path, out: Path) -> None:
         lines.append(f"| {op} | {seconds:.4f} | {series_s[op]:.4f} | {seconds / series_s[op]:.1f}x |")
     lines += ["", f"`cute.compile` calls per process: upstream {up['compiles_per_process']}, "
               f"series {series['compiles_per_process']}",
+              f"nvcc compiles per process: upstream {up['nvcc_compiles_per_process']}, "
+              f"series {series['nvcc_compiles_per_process']}",
               f"kernel cache per process (series): {[r.get('kernel_cache') for r in series['runs']]}",
               "", "`import flashinfer` (s, median): " + "; ".join(
                   f"{site} {k} {v:.2f}" for site, r in (("upstream", up), ("series", series))
@@ -119,6 +130,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5, help="fresh processes per case (medians)")
     parser.add_argument("--summarize", nargs=2, type=Path, metavar=("PRISTINE_JSON", "PATCHED_JSON"))
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--cuda", type=Path, default=Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")))
     args = parser.parse_args()
     if args.summarize:
         summarize(*args.summarize, args.out)
@@ -128,19 +140,21 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cute-dsl-first-call-") as tmp_name:
         tmp = Path(tmp_name)
-        runs = [run("dsl", tmp / f"first-{i}") for i in range(args.reps)]
-        imports = {"with CuTe DSL": [r["import_s"] for r in runs],
-                   "without CuTe DSL": [run("hide-dsl", tmp / f"nodsl-{i}")["import_s"] for i in range(args.reps)]}
+        runs = [run("dsl", tmp / f"first-{i}", args.cuda) for i in range(args.reps)]
+        hidden = [run("hide-dsl", tmp / f"nodsl-{i}", args.cuda)["import_s"] for i in range(args.reps)]
+        imports = {"with CuTe DSL": [r["import_s"] for r in runs], "without CuTe DSL": hidden}
     result = {"site": args.site, "reps": args.reps, "runs": runs,
               "first_call_median_s": median_first_calls(runs),
               "compiles_per_process": [r["compiles"] for r in runs],
+              "nvcc_compiles_per_process": [r["nvcc_compiles"] for r in runs],
               "import_median_s": {k: statistics.median(v) for k, v in imports.items()}}
     (args.out / "cute_dsl_first_call.json").write_text(json.dumps(result, indent=1) + "\n")
     medians = result["first_call_median_s"]
     lines = [f"# CuTe-DSL norm kernels, first call in a fresh process ({args.site} site, median of {args.reps})",
              "", "| op | first call (s) |", "|---|---:|"]
     lines += [f"| {op} | {seconds:.4f} |" for op, seconds in medians.items()]
-    lines += ["", f"cute.compile calls per process: {result['compiles_per_process']}", "",
+    lines += ["", f"cute.compile calls per process: {result['compiles_per_process']}",
+              f"nvcc compiles per process: {result['nvcc_compiles_per_process']}", "",
               "`import flashinfer` (s): " + ", ".join(f"{k} {v:.2f}" for k, v in result["import_median_s"].items())]
     (args.out / "cute_dsl_first_call.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

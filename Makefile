@@ -52,9 +52,9 @@ pr: venv                ## make pr PATCH=<n | target/n | name>: build/pr/<name>,
 	@test -n "$(PATCH)" || { echo "usage: make pr PATCH=<number or name>"; exit 2; }
 	$(FISERIES) pr $(PATCH)
 
-wheel: venv             ## dist/: patched flashinfer-python + AOT wheel for ARCHS (default 12.1a) [HOST_ARCH=aarch64: cross build]
+wheel: venv             ## dist/: patched flashinfer-python + AOT wheel for ARCHS (default 12.1a) [HOST_ARCH=aarch64: cross build, DSL_PYTHON=<aarch64 python>]
 	$(FISERIES) wheel --archs "$(ARCHS)" --dist $(DIST) $(if $(AOT_MANIFEST),--manifest $(AOT_MANIFEST)) \
-	  $(if $(HOST_ARCH),--host-arch $(HOST_ARCH))
+	  $(if $(HOST_ARCH),--host-arch $(HOST_ARCH)) $(if $(DSL_PYTHON),--dsl-python "$(DSL_PYTHON)")
 
 engines: venv           ## do the wheels in dist/ satisfy the engine pins engines.json gives this series?
 	$(FISERIES) engines --dist $(DIST)

@@ -78,7 +78,7 @@ def cmd_pr(layout: Layout, args: argparse.Namespace) -> list[str]:
 
 def cmd_wheel(layout: Layout, args: argparse.Namespace) -> list[str]:
     cmd_apply(layout, args)
-    wheels = build_wheels(layout, args.archs.split(), args.manifest, args.dist, args.host_arch)
+    wheels = build_wheels(layout, args.archs.split(), args.manifest, args.dist, args.host_arch, args.dsl_python)
     kernels = json.loads(wheels.manifest.read_text())["cute_dsl"]
     exported = f"{len(kernels['kernels'])} exported" + (f"; {kernels['wanted']} {kernels['not_exported']}"
                                                           if "not_exported" in kernels else "")
@@ -125,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["wheel"].add_argument("--manifest", type=Path, default=DECODE_MANIFEST)
     sub.choices["wheel"].add_argument("--host-arch", default=platform.machine(),
                                       help="the machine the AOT modules run on (aarch64: cross build on x86_64)")
+    sub.choices["wheel"].add_argument("--dsl-python", default=None,
+                                      help="command of a Python of the host arch that exports the CuTe-DSL kernels "
+                                           "(a cross build: aot_build/qemu_aarch64_python.sh)")
     sub.choices["wheel"].add_argument("--dist", type=Path, default=Path("dist"))
     for name, func in [("export", cmd_export), ("check", cmd_check), ("rebase-continue", cmd_rebase_continue),
                        ("pins", cmd_pins)]:

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import sys
 import tempfile
@@ -19,9 +20,10 @@ from .toolchain import ELF_MACHINE, elf_machine
 
 SUBDIR = "cute_dsl"
 # CuTe DSL 4.8.1 refuses --enable-tvm-ffi with --host-target (CONFIG_INCOMPATIBLE_FLAGS), and
-# FlashInfer's kernels are TVM-FFI functions: they are exported on the host they run on
+# FlashInfer's kernels are TVM-FFI functions: they are exported by a Python of the host they run on
 CROSS_HOST = ("not exported: CuTe DSL cannot export a TVM-FFI kernel for another host CPU "
-              "(--enable-tvm-ffi with --host-target is refused); build the wheel on a {host} machine")
+              "(--enable-tvm-ffi with --host-target is refused); build the wheel on a {host} machine, or give "
+              "a {host} Python (DSL_PYTHON=, aot_build/qemu_aarch64_python.sh)")
 
 
 def manifest_kernels(manifest: Path) -> list[dict[str, object]]:
@@ -34,23 +36,26 @@ def device_arch(arch: str) -> str:
 
 
 def export_kernels(layout: Layout, stage: Path, archs: list[str], manifest: Path, out: Path,
-                   host: str) -> dict[str, object]:
+                   host: str, dsl_python: str | None = None) -> dict[str, object]:
     """Export every `cute_dsl` entry of `manifest` for each arch into `out/<sm_arch>/`; the record for
-    dist/manifest.json. A cross build exports nothing and says why."""
+    dist/manifest.json. The exporter runs in `dsl_python` (a command: a Python of the `host` CPU with the
+    pinned CuTe DSL and torch) or, by default, in this Python; a cross build without one exports nothing and
+    says why."""
     kernels = manifest_kernels(manifest)
     if out.exists():
         shutil.rmtree(out)
     if not kernels:
         return {"kernels": []}
-    if host != platform.machine():
+    if dsl_python is None and host != platform.machine():
         return {"kernels": [], "not_exported": CROSS_HOST.format(host=host), "wanted": len(kernels)}
+    python = shlex.split(dsl_python) if dsl_python is not None else [sys.executable]
     script = layout.lock.root / "aot_build" / "export_cute_dsl.py"
     exported: list[dict[str, object]] = []
     cuobjdump = find_cuobjdump()
     with tempfile.TemporaryDirectory(prefix="cute-dsl-export-") as home:
         env = dict(os.environ, FLASHINFER_WORKSPACE_BASE=home)  # the DSL's and FlashInfer's caches stay here
         for arch in archs:
-            printed = run_logged([sys.executable, str(script), "--tree", str(stage), "--arch", device_arch(arch),
+            printed = run_logged([*python, str(script), "--tree", str(stage), "--arch", device_arch(arch),
                                   "--manifest", str(manifest.resolve()), "--out", str(out.resolve())],
                                  env, f"exporting the CuTe-DSL kernels of {manifest.name} for {arch}")
             for record in json.loads(printed.splitlines()[-1]):

@@ -72,8 +72,10 @@ def build_patched_wheel(stage: Path, dist: Path) -> Path:
     return made[-1]
 
 
-def build_wheels(layout: Layout, archs: list[str], manifest: Path, dist: Path, host: str) -> Wheels:
-    """Both wheels and dist/manifest.json from the applied build/tree."""
+def build_wheels(layout: Layout, archs: list[str], manifest: Path, dist: Path, host: str,
+                 dsl_python: str | None = None) -> Wheels:
+    """Both wheels and dist/manifest.json from the applied build/tree; `dsl_python`: the command of a Python
+    of the `host` CPU that exports the CuTe-DSL kernels (fiseries.cute_dsl.export_kernels)."""
     dist.mkdir(parents=True, exist_ok=True)
     for stale in [*dist.glob("flashinfer_python-*.whl"), *dist.glob("flashinfer_jit_cache-*.whl")]:
         stale.unlink()
@@ -87,7 +89,7 @@ def build_wheels(layout: Layout, archs: list[str], manifest: Path, dist: Path, h
     modules = build_aot_modules(layout, stage, archs, manifest, modules_dir, arch)
     aot_seconds = round(time.monotonic() - started, 1)
     cute_dsl_dir = layout.build / "aot" / "cute_dsl"
-    kernels = export_kernels(layout, stage, archs, manifest, cute_dsl_dir, arch)
+    kernels = export_kernels(layout, stage, archs, manifest, cute_dsl_dir, arch, dsl_python)
     aot = build_aot_wheel(layout, version, archs, modules_dir, modules, dist, arch, cute_dsl_dir)
     trace = json.loads(manifest.read_text()).get("trace")
     not_exported = kernels.get("not_exported")

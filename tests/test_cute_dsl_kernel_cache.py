@@ -5,6 +5,8 @@ compiling; another device, argument spelling or DSL version behaves as the key s
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,9 @@ import pytest
 
 from conftest import ROOT
 from fiseries.cuda import embedded_cubins, find_cuobjdump
+from fiseries.cute_dsl import export_kernels, manifest_kernels
+from fiseries.layout import Layout
+from fiseries.lock import LOCK_NAME, load_lock
 
 pytestmark = [pytest.mark.upstream, pytest.mark.compile]
 
@@ -127,3 +132,26 @@ def test_an_object_that_does_not_load_is_refused_and_compiled(exported: tuple[Pa
     result = run_worker("load", copy.parent)
     assert result["compiles"] == 1 and result["stats"] == {"refused": 1, "compiled": 1}
     assert f"{obj.stem}.o does not load" in result["stderr"]
+
+
+AARCH64_PYTHON = os.environ.get("FISERIES_AARCH64_PYTHON")
+
+
+@pytest.mark.skipif(AARCH64_PYTHON is None, reason=(
+    "needs an aarch64 Python with CuTe DSL and torch: FISERIES_AARCH64_PYTHON=<dir>/python after "
+    "aot_build/qemu_aarch64_python.sh <dir> (about 8 GB of aarch64 packages, so not built by make test)"))
+def test_cross_export_for_an_aarch64_host(checked: str, tmp_path: Path) -> None:
+    """`make wheel HOST_ARCH=aarch64 DSL_PYTHON=...`'s CuTe-DSL part: the SM121 kernels exported by an aarch64
+    Python are aarch64 objects (export_kernels checks each: ELF machine, one cubin, exactly sm_121a SASS) with
+    the same keys and the same cubins as this machine's export of them."""
+    layout = Layout.for_lock(load_lock(ROOT / LOCK_NAME))
+    manifest = ROOT / "aot_build" / "manifests" / "sm121_decode.json"
+    cross = export_kernels(layout, layout.tree, ["12.1a"], manifest, tmp_path / "aarch64", "aarch64", AARCH64_PYTHON)
+    native = export_kernels(layout, layout.tree, ["12.1a"], manifest, tmp_path / "native", platform.machine())
+    assert len(cross["kernels"]) == len(native["kernels"]) == len(manifest_kernels(manifest)) > 0
+    for ours, theirs in zip(cross["kernels"], native["kernels"], strict=True):
+        assert isinstance(ours, dict) and isinstance(theirs, dict)
+        assert ours["object"] == theirs["object"]
+        aarch64_obj, native_obj = tmp_path / "aarch64" / str(ours["object"]), tmp_path / "native" / str(ours["object"])
+        assert aarch64_obj.with_suffix(".json").read_bytes() == native_obj.with_suffix(".json").read_bytes()
+        assert embedded_cubins(aarch64_obj) == embedded_cubins(native_obj)

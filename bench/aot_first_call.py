@@ -66,6 +66,13 @@ def fake_toolkit(root: Path, log: Path, real_cuda: Path | None) -> Path:
     return root
 
 
+def nvcc_invocations(log: Path) -> tuple[int, int]:
+    """(compiles, --version queries) the logging nvcc of `fake_toolkit` recorded in `log`."""
+    invocations = log.read_text().splitlines() if log.exists() else []
+    versions = sum("--version" in line for line in invocations)
+    return len(invocations) - versions, versions
+
+
 def run_case(name: str, pythonpath: list[Path], cuda_home: Path, log: Path, work: Path) -> dict[str, object]:
     env = dict(os.environ, PYTHONPATH=":".join(str(p) for p in pythonpath), CUDA_HOME=str(cuda_home),
                PATH=f"{cuda_home / 'bin'}:{os.environ['PATH']}",
@@ -75,10 +82,9 @@ def run_case(name: str, pythonpath: list[Path], cuda_home: Path, log: Path, work
     if proc.returncode != 0:
         raise SystemExit(f"{name} case failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     timings = json.loads(proc.stdout.strip().splitlines()[-1])
-    invocations = log.read_text().splitlines() if log.exists() else []
-    compiles = [line for line in invocations if "--version" not in line]
-    return {"case": name, "seconds": timings, "nvcc_invocations": len(invocations),
-            "nvcc_compiles": len(compiles), "nvcc_version_queries": len(invocations) - len(compiles)}
+    compiles, versions = nvcc_invocations(log)
+    return {"case": name, "seconds": timings, "nvcc_invocations": compiles + versions,
+            "nvcc_compiles": compiles, "nvcc_version_queries": versions}
 
 
 def main() -> None:

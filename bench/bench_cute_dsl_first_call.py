@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from aot_first_call import fake_toolkit
+from aot_first_call import fake_toolkit, nvcc_invocations
 
 # The traced norm calls (aot_build/traces/sm90_cute_dsl.json): gpt-oss-120b at hidden 2880, Qwen3-Next's
 # Gemma norms at hidden 2048 and its q/k norm over heads of 256.
@@ -92,9 +92,7 @@ def run(mode: str, workspace: Path, real_cuda: Path) -> dict:
     proc = subprocess.run([sys.executable, "-c", FIRST_CALLS, mode], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"first-call process ({mode}) failed:\n{proc.stderr[-4000:]}")
-    invocations = log.read_text().splitlines() if log.exists() else []
-    nvcc_compiles = sum("--version" not in line for line in invocations)
-    return json.loads(proc.stdout.splitlines()[-1]) | {"nvcc_compiles": nvcc_compiles}
+    return json.loads(proc.stdout.splitlines()[-1]) | {"nvcc_compiles": nvcc_invocations(log)[0]}
 
 
 def median_first_calls(runs: list[dict]) -> dict[str, float]:
